@@ -1,0 +1,9 @@
+//! Fuzz target `normalize_path`: the body (and its invariants) lives in
+//! `fleetgate::fuzz_support::normalize_path`, which tests/fuzz_seeds.rs also runs on the seed corpus.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    fleetgate::fuzz_support::normalize_path(data);
+});

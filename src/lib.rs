@@ -1,0 +1,17 @@
+//! fleetgate: a reverse-proxy sidecar and self-routing gateway.
+//!
+//! Every request is classified against a compiled route manifest ([`manifest`]) as
+//! ide-only or fleet-ok, after its path is brought into one canonical form ([`path`]).
+pub mod manifest;
+pub mod path;
+#[doc(hidden)]
+pub mod fuzz_support;
+pub mod routes_cmd;
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;

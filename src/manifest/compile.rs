@@ -1,0 +1,443 @@
+//! Compiling a parsed manifest: order rules by specificity, reject ambiguity, warn about
+//! rules that can never win, and build one multi-pattern DFA over `METHOD path`.
+//!
+//! Pattern IDs are assigned in precedence order (ID 0 is the most specific rule), so
+//! the classifier only has to pick the smallest matching ID whose conditions hold.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use regex_automata::dfa::{dense, sparse, Automaton, StartKind};
+use regex_automata::nfa::thompson;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::{start, syntax};
+use regex_automata::{Anchored, MatchKind};
+use sha2::{Digest, Sha256};
+
+use super::load::ParsedManifest;
+use super::pattern::Segment;
+use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When};
+
+/// Above this size the dense transition table no longer fits a core's L2 cache and a
+/// request's walk turns into a chain of cache misses; the sparse encoding of the same
+/// DFA is 10-15x smaller, so it wins from there on (see benches/classify.rs).
+const DENSE_LIMIT_BYTES: usize = 2 << 20;
+
+/// The compiled automaton: one DFA, in whichever encoding is faster at its size.
+#[derive(Debug)]
+pub(super) enum Dfa {
+    Dense(dense::DFA<Vec<u32>>),
+    Sparse(sparse::DFA<Vec<u8>>),
+}
+
+impl Dfa {
+    fn memory_usage(&self) -> usize {
+        match self {
+            Dfa::Dense(d) => d.memory_usage(),
+            Dfa::Sparse(d) => d.memory_usage(),
+        }
+    }
+}
+
+/// A loaded, checked and compiled manifest. Immutable; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Manifest {
+    pub(super) rules: Vec<Rule>,
+    /// `order[pattern_id]` = index into `rules`; most specific first.
+    pub(super) order: Vec<u32>,
+    pub(super) default_class: Class,
+    pub(super) aliases: Vec<Alias>,
+    pub(super) dfa: Dfa,
+    pub(super) start: StateID,
+    warnings: Vec<Diagnostic>,
+    digest: String,
+    files: Vec<String>,
+}
+
+impl Manifest {
+    /// Rules in load order (file-name order, then line).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn default_class(&self) -> Class {
+        self.default_class
+    }
+
+    pub fn aliases(&self) -> &[Alias] {
+        &self.aliases
+    }
+
+    /// Non-fatal problems: duplicate rules, rules that can never win.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// SHA-256 (hex) over the manifest files' base names and contents, in load order.
+    /// Equal on every replica that runs the same manifest, wherever it is mounted.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The files the manifest was loaded from, in load order.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// Rule indices in precedence order, most specific first.
+    pub fn precedence(&self) -> impl Iterator<Item = usize> + '_ {
+        self.order.iter().map(|&i| i as usize)
+    }
+
+    /// Heap bytes held by the compiled automaton.
+    pub fn automaton_bytes(&self) -> usize {
+        self.dfa.memory_usage()
+    }
+
+    /// `"dense"` or `"sparse"`: how the automaton is encoded (chosen by size).
+    pub fn automaton_kind(&self) -> &'static str {
+        match self.dfa {
+            Dfa::Dense(_) => "dense",
+            Dfa::Sparse(_) => "sparse",
+        }
+    }
+}
+
+/// Compare two rules by specificity; `Greater` means `a` wins over `b`.
+/// Segment by segment from the left: literal > `{param}` > `{*rest}`; then more
+/// segments; then an explicit method list over `*`; then `when` conditions over none.
+pub fn specificity(a: &Rule, b: &Rule) -> Ordering {
+    for (sa, sb) in a.segments.iter().zip(&b.segments) {
+        match sb.rank().cmp(&sa.rank()) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    a.segments
+        .len()
+        .cmp(&b.segments.len())
+        .then_with(|| (!a.methods.is_any()).cmp(&!b.methods.is_any()))
+        .then_with(|| (!a.when.is_empty()).cmp(&!b.when.is_empty()))
+}
+
+/// Total precedence order: specificity, then load order (earlier wins a tie).
+pub fn precedence(rules: &[Rule], a: usize, b: usize) -> Ordering {
+    specificity(&rules[b], &rules[a]).then(a.cmp(&b))
+}
+
+/// Can one request carry a method that both method sets accept?
+fn methods_intersect(a: &Methods, b: &Methods) -> bool {
+    match (a, b) {
+        (Methods::Any, _) | (_, Methods::Any) => true,
+        (Methods::List(x), Methods::List(y)) => x.iter().any(|m| {
+            b.matches(m) || (m == "GET" && b.matches("HEAD")) || y.iter().any(|n| n == "GET" && m == "HEAD")
+        }),
+    }
+}
+
+/// Does every request method accepted by `b` also match `a`?
+fn methods_cover(a: &Methods, b: &Methods) -> bool {
+    match (a, b) {
+        (Methods::Any, _) => true,
+        (Methods::List(_), Methods::Any) => false,
+        (Methods::List(_), Methods::List(y)) => y.iter().all(|m| a.matches(m)),
+    }
+}
+
+/// Could both condition sets hold for one request?
+fn when_compatible(a: &When, b: &When) -> bool {
+    let clash = |x: &[(String, Condition)], y: &[(String, Condition)]| {
+        x.iter().any(|(k, cx)| {
+            y.iter().any(|(l, cy)| {
+                k == l && matches!((cx, cy), (Condition::Equals(v), Condition::Equals(w)) if v != w)
+            })
+        })
+    };
+    !clash(&a.query, &b.query) && !clash(&a.header, &b.header)
+}
+
+/// Does `b` holding imply `a` holds (a's conditions are a subset of b's)?
+fn when_implied(a: &When, b: &When) -> bool {
+    a.query.iter().all(|c| b.query.contains(c)) && a.header.iter().all(|c| b.header.contains(c))
+}
+
+/// The shape of a path pattern with parameter names erased: rules with equal
+/// specificity can only overlap when their shapes are equal.
+fn shape(rule: &Rule) -> String {
+    let mut s = String::new();
+    for seg in &rule.segments {
+        s.push('/');
+        match seg {
+            Segment::Literal(l) => s.push_str(l),
+            Segment::Param(_) => s.push_str("{}"),
+            Segment::Rest(_) => s.push_str("{*}"),
+        }
+    }
+    s
+}
+
+fn regex_for(rule: &Rule) -> String {
+    let mut re = String::with_capacity(rule.path.len() * 2 + 16);
+    match &rule.methods {
+        Methods::Any => re.push_str("[^ ]+"),
+        Methods::List(list) => {
+            re.push_str("(?:");
+            let mut first = true;
+            let mut add = |m: &str, re: &mut String| {
+                if !first {
+                    re.push('|');
+                }
+                first = false;
+                escape_into(m, re);
+            };
+            for m in list {
+                add(m, &mut re);
+            }
+            if list.iter().any(|m| m == "GET") && !list.iter().any(|m| m == "HEAD") {
+                add("HEAD", &mut re);
+            }
+            re.push(')');
+        }
+    }
+    re.push(' ');
+    if rule.segments.is_empty() {
+        re.push('/');
+    }
+    for seg in &rule.segments {
+        match seg {
+            Segment::Literal(l) => {
+                re.push('/');
+                escape_into(l, &mut re);
+            }
+            Segment::Param(_) => re.push_str("/[^/]+"),
+            Segment::Rest(_) => re.push_str("(?:/[^/]+)+"),
+        }
+    }
+    re.push('$');
+    re
+}
+
+fn escape_into(text: &str, re: &mut String) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() {
+            re.push(b as char);
+        } else {
+            let _ = write!(re, "\\x{b:02X}");
+        }
+    }
+}
+
+fn digest_of(sources: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    for (name, text) in sources {
+        let base = std::path::Path::new(name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.clone());
+        h.update(base.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    let mut out = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Check a parsed manifest across rules and build the automaton.
+pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
+    let ParsedManifest {
+        default_class,
+        aliases,
+        rules,
+        sources,
+    } = parsed;
+    let mut diagnostics = check_overlaps(&rules);
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        return Err(LoadError { diagnostics });
+    }
+
+    let mut order: Vec<u32> = (0..rules.len() as u32).collect();
+    order.sort_by(|&a, &b| precedence(&rules, a as usize, b as usize));
+    let patterns: Vec<String> = order.iter().map(|&i| regex_for(&rules[i as usize])).collect();
+
+    let built = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .minimize(false)
+                .byte_classes(true)
+                .accelerate(false),
+        )
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .thompson(thompson::Config::new().utf8(false).shrink(false))
+        .build_many(&patterns);
+    let fail = |e: &dyn std::fmt::Display| LoadError {
+        diagnostics: vec![Diagnostic {
+            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
+            line: 0,
+            severity: Severity::Error,
+            message: format!("cannot compile the route automaton: {e}"),
+        }],
+    };
+    let dense = built.map_err(|e| fail(&e))?;
+    let anchored = start::Config::new().anchored(Anchored::Yes);
+    let (dfa, start) = if dense.memory_usage() <= DENSE_LIMIT_BYTES {
+        let start = dense.start_state(&anchored).map_err(|e| fail(&e))?;
+        (Dfa::Dense(dense), start)
+    } else {
+        let sparse = dense.to_sparse().map_err(|e| fail(&e))?;
+        drop(dense);
+        let start = sparse.start_state(&anchored).map_err(|e| fail(&e))?;
+        (Dfa::Sparse(sparse), start)
+    };
+    diagnostics.retain(|d| d.severity == Severity::Warning);
+    Ok(Manifest {
+        digest: digest_of(&sources),
+        files: sources.into_iter().map(|s| s.0).collect(),
+        rules,
+        order,
+        default_class,
+        aliases,
+        dfa,
+        start,
+        warnings: diagnostics,
+    })
+}
+
+/// Find pairs of rules with equal specificity that can match the same request:
+/// of different classes that is an error (ambiguity), of the same class a warning
+/// when one of them can never win.
+fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
+    let mut buckets: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        buckets.entry(shape(r)).or_default().push(i);
+    }
+    let mut keys: Vec<&String> = buckets.keys().collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let group = &buckets[key];
+        for (n, &a) in group.iter().enumerate() {
+            for &b in &group[n + 1..] {
+                let (ra, rb) = (&rules[a], &rules[b]);
+                if specificity(ra, rb) != Ordering::Equal
+                    || !methods_intersect(&ra.methods, &rb.methods)
+                    || !when_compatible(&ra.when, &rb.when)
+                {
+                    continue;
+                }
+                if ra.class != rb.class {
+                    out.push(Diagnostic {
+                        file: rb.file.clone(),
+                        line: rb.line,
+                        severity: Severity::Error,
+                        message: format!(
+                            "ambiguous rules: {} ({} {} {}) and {} ({} {} {}) can match the same request at equal specificity; make one more specific (a literal segment, an explicit method or a `when` condition)",
+                            ra.location(),
+                            ra.methods.names().join(","),
+                            ra.path,
+                            ra.class,
+                            rb.location(),
+                            rb.methods.names().join(","),
+                            rb.path,
+                            rb.class,
+                        ),
+                    });
+                } else if methods_cover(&ra.methods, &rb.methods) && when_implied(&ra.when, &rb.when) {
+                    let identical = ra.methods == rb.methods && ra.when == rb.when;
+                    out.push(Diagnostic {
+                        file: rb.file.clone(),
+                        line: rb.line,
+                        severity: Severity::Warning,
+                        message: if identical {
+                            format!("duplicate rule: {} already matches {} {}", ra.location(), ra.methods.names().join(","), ra.path)
+                        } else {
+                            format!("rule can never win: {} matches every request it matches and comes first", ra.location())
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::Manifest;
+
+    fn src(text: &str) -> Vec<(String, String)> {
+        vec![("routes/a.toml".into(), text.into())]
+    }
+
+    #[test]
+    fn ambiguity_names_both_rules() {
+        let e = Manifest::from_sources(&src(
+            "[[rule]]\npath = \"/api/{ws}/files\"\nclass = \"ide-only\"\nwhy = \"x\"\n\n[[rule]]\npath = \"/api/{id}/files\"\nclass = \"fleet-ok\"\nwhy = \"y\"\n",
+        ))
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("routes/a.toml:6: error: ambiguous rules: routes/a.toml:1 "), "{msg}");
+        assert!(msg.contains("and routes/a.toml:6 "), "{msg}");
+    }
+
+    #[test]
+    fn precedence_breaks_what_would_otherwise_be_ambiguous() {
+        // Explicit method over `*`, `when` over none, literal over param: all fine.
+        let m = Manifest::from_sources(&src(concat!(
+            "[[rule]]\npath = \"/a/{x}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\"]\npath = \"/a/{x}\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\"]\npath = \"/a/{x}\"\nclass = \"ide-only\"\nwhy = \"x\"\n[rule.when]\nquery = { q = \"*\" }\n",
+            "[[rule]]\npath = \"/a/lit\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n",
+        )))
+        .unwrap();
+        assert!(m.warnings().is_empty(), "{:?}", m.warnings());
+    }
+
+    #[test]
+    fn disjoint_methods_or_conditions_are_not_ambiguous() {
+        Manifest::from_sources(&src(concat!(
+            "[[rule]]\nmethods = [\"POST\"]\npath = \"/a/{x}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\"]\npath = \"/a/{y}\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"PUT\"]\npath = \"/b\"\nclass = \"ide-only\"\nwhy = \"x\"\n[rule.when]\nheader = { v = \"1\" }\n",
+            "[[rule]]\nmethods = [\"PUT\"]\npath = \"/b\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n[rule.when]\nheader = { v = \"2\" }\n",
+        )))
+        .unwrap();
+        // HEAD is implied by GET, so GET vs HEAD overlaps.
+        let e = Manifest::from_sources(&src(concat!(
+            "[[rule]]\nmethods = [\"HEAD\"]\npath = \"/a\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\"]\npath = \"/a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n",
+        )))
+        .unwrap_err();
+        assert!(e.to_string().contains("ambiguous"));
+    }
+
+    #[test]
+    fn duplicates_and_shadowed_rules_warn() {
+        let m = Manifest::from_sources(&src(concat!(
+            "[[rule]]\nmethods = [\"GET\", \"POST\"]\npath = \"/a/{x}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\"]\npath = \"/a/{y}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+            "[[rule]]\nmethods = [\"GET\", \"POST\"]\npath = \"/a/{z}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+        )))
+        .unwrap();
+        let w: Vec<String> = m.warnings().iter().map(|d| d.to_string()).collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w.iter().any(|d| d.starts_with("routes/a.toml:6: warning: rule can never win: routes/a.toml:1")));
+        assert!(w.iter().any(|d| d.starts_with("routes/a.toml:11: warning: duplicate rule: routes/a.toml:1")));
+    }
+
+    #[test]
+    fn digest_ignores_the_directory() {
+        let a = Manifest::from_sources(&[("x/r.toml".into(), String::new())]).unwrap();
+        let b = Manifest::from_sources(&[("/etc/y/r.toml".into(), String::new())]).unwrap();
+        let c = Manifest::from_sources(&[("/etc/y/s.toml".into(), String::new())]).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        assert_ne!(a.digest(), c.digest());
+        assert_eq!(a.digest().len(), 64);
+    }
+}

@@ -1,0 +1,230 @@
+//! The route manifest: loading TOML rule files, compiling them into one automaton,
+//! and classifying requests as `ide-only` or `fleet-ok`.
+//!
+//! * [`pattern`] parses the path-pattern syntax into segments.
+//! * [`load`] reads a directory of TOML files into rules with their `file:line`.
+//! * [`compile`] orders rules by specificity, checks ambiguity, and builds the DFA.
+//! * [`classify`] is the per-request lookup (no allocation, cost independent of rule count).
+//! * [`drift`] compares the manifest with the application's real route list.
+
+pub mod classify;
+pub mod compile;
+pub mod drift;
+pub mod load;
+pub mod pattern;
+#[doc(hidden)]
+pub mod reference;
+
+use std::fmt;
+use std::path::Path;
+
+pub use classify::{Decision, HeaderSource, RequestParts};
+pub use compile::Manifest;
+pub use pattern::Segment;
+
+/// Where a request may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Needs the single stateful primary (the ide).
+    IdeOnly,
+    /// Any stateless replica can serve it.
+    FleetOk,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::IdeOnly => "ide-only",
+            Class::FleetOk => "fleet-ok",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        match s {
+            "ide-only" => Some(Class::IdeOnly),
+            "fleet-ok" => Some(Class::FleetOk),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which side a write accepted by this rule belongs to (guard input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    Ide,
+    Fleet,
+}
+
+/// The methods a rule applies to. `GET` always implies `HEAD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Methods {
+    Any,
+    /// Upper-case method names as written (HEAD is implied by GET when matching).
+    List(Vec<String>),
+}
+
+impl Methods {
+    /// Does a request with this method match? (`HEAD` matches `GET` rules.)
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            Methods::Any => true,
+            Methods::List(list) => list
+                .iter()
+                .any(|m| m == method || (method == "HEAD" && m == "GET")),
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        matches!(self, Methods::Any)
+    }
+
+    /// The methods as listed in the manifest (`["*"]` for any).
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Methods::Any => vec!["*"],
+            Methods::List(l) => l.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A `[rule.when]` condition value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `"*"`: present and non-empty.
+    Present,
+    /// Exactly this value.
+    Equals(String),
+}
+
+impl Condition {
+    pub fn holds(&self, value: Option<&str>) -> bool {
+        match (self, value) {
+            (Condition::Present, Some(v)) => !v.is_empty(),
+            (Condition::Equals(want), Some(v)) => want == v,
+            (_, None) => false,
+        }
+    }
+}
+
+/// `[rule.when]`: all conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct When {
+    /// Query parameter name -> condition.
+    pub query: Vec<(String, Condition)>,
+    /// Lower-case header name -> condition.
+    pub header: Vec<(String, Condition)>,
+}
+
+impl When {
+    pub fn is_empty(&self) -> bool {
+        self.query.is_empty() && self.header.is_empty()
+    }
+}
+
+/// One `[[rule]]` of the manifest, as loaded and validated.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// File the rule came from, as displayed in messages (e.g. `routes/10-ide.toml`).
+    pub file: String,
+    /// 1-based line of the `[[rule]]` header.
+    pub line: u32,
+    pub methods: Methods,
+    /// The pattern as written.
+    pub path: String,
+    pub segments: Vec<Segment>,
+    pub class: Class,
+    pub why: String,
+    /// Name of the `{param}` that names the tenant.
+    pub tenant: Option<String>,
+    /// Index into `segments` of the tenant parameter.
+    pub tenant_segment: Option<usize>,
+    pub degrade: bool,
+    pub writes: Option<Writes>,
+    pub read_only_safe: bool,
+    pub when: When,
+}
+
+impl Rule {
+    /// `file:line`, how rules are named in every message.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// A path-prefix rewrite applied before classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// One problem found in a manifest, printed compiler-style: `file:line: error: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u32,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        if self.line > 0 {
+            write!(f, "{}:{}: {}: {}", self.file, self.line, sev, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, sev, self.message)
+        }
+    }
+}
+
+/// A manifest that did not load: every error found (and the warnings seen on the way).
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for d in &self.diagnostics {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl Manifest {
+    /// Load, validate and compile every `*.toml` file of `dir`, in file-name order.
+    pub fn load_dir(dir: &Path) -> Result<Manifest, LoadError> {
+        let sources = load::read_dir(dir)?;
+        Manifest::from_sources(&sources)
+    }
+
+    /// Compile from in-memory `(display name, TOML text)` pairs, in the given order.
+    pub fn from_sources(sources: &[(String, String)]) -> Result<Manifest, LoadError> {
+        let parsed = load::parse_sources(sources)?;
+        compile::compile(parsed)
+    }
+}

@@ -1,0 +1,63 @@
+//! A deliberately naive matcher: every rule, segment by segment, in load order, then
+//! the most specific match by [`super::compile::precedence`]. It exists to check the
+//! compiled automaton (property tests) and as the baseline in benchmarks; the proxy
+//! never uses it.
+
+use super::classify::{nth_segment, trim_trailing_slash, when_holds};
+use super::compile::precedence;
+use super::{Decision, Manifest, RequestParts, Segment};
+
+fn segments_match(pattern: &[Segment], path: &[&str]) -> bool {
+    let mut i = 0;
+    for seg in pattern {
+        match seg {
+            Segment::Literal(l) => {
+                if path.get(i) != Some(&l.as_str()) {
+                    return false;
+                }
+            }
+            Segment::Param(_) => {
+                if i >= path.len() {
+                    return false;
+                }
+            }
+            Segment::Rest(_) => return i < path.len(),
+        }
+        i += 1;
+    }
+    i == path.len()
+}
+
+/// Classify like [`Manifest::classify`], by brute force.
+pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
+    let (prefix, rest) = m.rewrite(trim_trailing_slash(req.path));
+    let mut segs: Vec<&str> = Vec::with_capacity(8);
+    segs.extend(prefix.split('/').filter(|s| !s.is_empty()));
+    segs.extend(rest.split('/').filter(|s| !s.is_empty()));
+    let mut best: Option<usize> = None;
+    for (i, rule) in m.rules.iter().enumerate() {
+        if rule.methods.matches(req.method)
+            && segments_match(&rule.segments, &segs)
+            && when_holds(rule, req)
+            && best.map_or(true, |b| precedence(&m.rules, i, b).is_lt())
+        {
+            best = Some(i);
+        }
+    }
+    match best {
+        None => Decision {
+            class: m.default_class,
+            rule: None,
+            rule_index: None,
+            tenant: None,
+        },
+        Some(i) => Decision {
+            class: m.rules[i].class,
+            rule: Some(&m.rules[i]),
+            rule_index: Some(i),
+            tenant: m.rules[i]
+                .tenant_segment
+                .and_then(|k| nth_segment(prefix, rest, k)),
+        },
+    }
+}

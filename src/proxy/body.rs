@@ -1,0 +1,327 @@
+//! Body wrappers on both sides of the proxy: streaming with an idle timeout between
+//! chunks, byte counting, and the end-of-response hook that writes the access log.
+//!
+//! * [`RequestBody`] is what the upstream receives: the client's body, frame by frame,
+//!   failing with [`BodyError::IdleTimeout`] when the client stalls, and waking the
+//!   first-byte timer when it ends.
+//! * [`ResponseBody`] is what the client receives: a short local answer, or the upstream's
+//!   body frame by frame, failing (so hyper aborts the connection / resets the stream)
+//!   when the upstream stalls or resets mid-body — never a silently truncated success.
+//!   When it ends or is dropped it hands the byte count to its [`Completion`].
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a streamed body failed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// No chunk within `timeouts.idle`.
+    IdleTimeout,
+    /// The client's side of the exchange failed (it went away mid-upload).
+    Client(hyper::Error),
+    /// The upstream's side failed (reset or closed mid-body).
+    Upstream(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::IdleTimeout => f.write_str("no body data within the idle timeout"),
+            BodyError::Client(e) => write!(f, "client body: {e}"),
+            BodyError::Upstream(e) => write!(f, "upstream body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::IdleTimeout => None,
+            BodyError::Client(e) | BodyError::Upstream(e) => Some(e),
+        }
+    }
+}
+
+/// Shared between a streamed request body and the request's forwarder.
+#[derive(Default)]
+pub struct RequestProgress {
+    bytes: AtomicU64,
+    sent: Notify,
+}
+
+impl RequestProgress {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the request body has been read to its end.
+    pub async fn sent(&self) {
+        self.sent.notified().await
+    }
+}
+
+/// The request body sent upstream.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    progress: Option<Arc<RequestProgress>>,
+}
+
+impl RequestBody {
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            idle: Duration::ZERO,
+            timer: None,
+            progress: None,
+        }
+    }
+
+    /// Wrap the client's body. Returns the progress handle when there is a body to stream.
+    pub fn new(body: Incoming, idle: Duration) -> (RequestBody, Option<Arc<RequestProgress>>) {
+        if body.is_end_stream() {
+            return (RequestBody::empty(), None);
+        }
+        let progress = Arc::new(RequestProgress::default());
+        let wrapped = RequestBody {
+            inner: Some(body),
+            idle,
+            timer: None,
+            progress: Some(progress.clone()),
+        };
+        (wrapped, Some(progress))
+    }
+
+    fn finish(&mut self) {
+        self.inner = None;
+        self.timer = None;
+        if let Some(p) = self.progress.take() {
+            p.sent.notify_one();
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    if let Some(p) = &this.progress {
+                        p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                if let Some(t) = this.timer.as_mut() {
+                    t.as_mut().reset(Instant::now() + this.idle);
+                }
+                if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.inner = None;
+                Poll::Ready(Some(Err(BodyError::Client(e))))
+            }
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(timer.as_mut().poll(cx));
+                this.inner = None;
+                Poll::Ready(Some(Err(BodyError::IdleTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().map_or(true, |b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Called once when a response body has ended (or was dropped early).
+pub trait OnComplete: Send + 'static {
+    /// `bytes`: body bytes handed to the client; `complete`: the body reached its end.
+    fn complete(self, bytes: u64, complete: bool);
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+pin_project_lite::pin_project! {
+    /// The body of every response sent to a client.
+    pub struct ResponseBody<C: OnComplete> {
+        kind: Kind,
+        idle: Duration,
+        #[pin]
+        timer: Option<Sleep>,
+        bytes: u64,
+        done: Option<C>,
+    }
+
+    impl<C: OnComplete> PinnedDrop for ResponseBody<C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(done) = this.done.take() {
+                done.complete(*this.bytes, false);
+            }
+        }
+    }
+}
+
+impl<C: OnComplete> ResponseBody<C> {
+    pub fn empty() -> Self {
+        Self::with_kind(Kind::Empty, Duration::ZERO)
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        if bytes.is_empty() {
+            return Self::empty();
+        }
+        Self::with_kind(Kind::Full(Some(bytes)), Duration::ZERO)
+    }
+
+    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+        if body.is_end_stream() {
+            return Self::empty();
+        }
+        Self::with_kind(Kind::Upstream(body), idle)
+    }
+
+    fn with_kind(kind: Kind, idle: Duration) -> Self {
+        ResponseBody {
+            kind,
+            idle,
+            timer: None,
+            bytes: 0,
+            done: None,
+        }
+    }
+
+    /// Attach the end-of-response hook. A body that has nothing to send (or that hyper
+    /// will not poll, `no_body`: HEAD, 204, 304, 101) completes right away.
+    pub fn on_complete(mut self, done: C, no_body: bool) -> Self {
+        if no_body || matches!(self.kind, Kind::Empty) {
+            done.complete(0, true);
+        } else {
+            self.done = Some(done);
+        }
+        self
+    }
+}
+
+impl<C: OnComplete> Body for ResponseBody<C> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
+        let polled = match this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(inner) => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.timer.is_none() {
+                        this.timer.set(Some(tokio::time::sleep(*this.idle)));
+                    }
+                    let timer = this.timer.as_mut().as_pin_mut().expect("timer set");
+                    ready!(timer.poll(cx));
+                    tracing::warn!(
+                        idle_ms = this.idle.as_millis() as u64,
+                        "upstream body stalled; aborting the response"
+                    );
+                    *this.kind = Kind::Empty;
+                    return Poll::Ready(Some(Err(BodyError::IdleTimeout)));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
+                        t.reset(Instant::now() + *this.idle);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream body failed; aborting the response");
+                    *this.kind = Kind::Empty;
+                    return Poll::Ready(Some(Err(BodyError::Upstream(e))));
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+            },
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                *this.bytes += d.len() as u64;
+            }
+        }
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => match this.kind {
+                Kind::Empty => true,
+                Kind::Full(b) => b.is_none(),
+                Kind::Upstream(b) => b.is_end_stream(),
+            },
+            _ => false,
+        };
+        if ended {
+            if let Some(done) = this.done.take() {
+                done.complete(*this.bytes, true);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b) => b.size_hint(),
+        }
+    }
+}

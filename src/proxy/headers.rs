@@ -1,0 +1,394 @@
+//! Header hygiene and stamps (DESIGN.md §5): hop-by-hop stripping in both directions,
+//! `x-forwarded-*`, `via`, W3C `traceparent`, the `x-fleetgate-via` loop guard, the
+//! manifest digest on forwarded requests, and the `x-fleetgate-*` response stamps.
+//!
+//! The per-node values (node id, `role@node`, `via` entries, digest) are built once per
+//! snapshot in [`NodeHeaders`], so the common request costs no formatting.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderName, HOST};
+use http::{HeaderMap, HeaderValue, Version};
+
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::proxy::target::Target;
+
+pub const X_FLEETGATE_VIA: HeaderName = HeaderName::from_static("x-fleetgate-via");
+pub const X_FLEETGATE_MANIFEST: HeaderName = HeaderName::from_static("x-fleetgate-manifest");
+pub const X_FLEETGATE_TARGET: HeaderName = HeaderName::from_static("x-fleetgate-target");
+pub const X_FLEETGATE_SERVED_BY: HeaderName = HeaderName::from_static("x-fleetgate-served-by");
+pub const X_FLEETGATE_FORWARDED_VIA: HeaderName =
+    HeaderName::from_static("x-fleetgate-forwarded-via");
+pub const X_FLEETGATE_DEGRADED: HeaderName = HeaderName::from_static("x-fleetgate-degraded");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Hop-by-hop headers of RFC 9110 §7.6.1 (plus the legacy `proxy-connection`).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Header values that depend only on the node's configuration and manifest.
+#[derive(Debug, Clone)]
+pub struct NodeHeaders {
+    pub node_id: String,
+    node: HeaderValue,
+    served_by: HeaderValue,
+    via_10: HeaderValue,
+    via_11: HeaderValue,
+    via_2: HeaderValue,
+    manifest: HeaderValue,
+    pub max_hops: usize,
+    pub stamps: bool,
+}
+
+impl NodeHeaders {
+    pub fn new(config: &Config, digest: &str) -> NodeHeaders {
+        let hv = |s: String| HeaderValue::try_from(s).expect("node id and digest are header-safe");
+        let id = &config.node_id;
+        NodeHeaders {
+            node_id: id.clone(),
+            node: hv(id.clone()),
+            served_by: hv(format!("{}@{}", config.role, id)),
+            via_10: hv(format!("1.0 {id}")),
+            via_11: hv(format!("1.1 {id}")),
+            via_2: hv(format!("2 {id}")),
+            manifest: hv(digest.to_string()),
+            max_hops: config.limits.max_hops,
+            stamps: config.response_stamps,
+        }
+    }
+
+    /// `role@node_id`
+    pub fn served_by(&self) -> &HeaderValue {
+        &self.served_by
+    }
+}
+
+/// Loop guard: `508` when `x-fleetgate-via` already names this node or holds
+/// `max_hops` entries or more (this node would be one hop too many).
+pub fn check_loop(headers: &HeaderMap, node: &NodeHeaders) -> Result<(), ProxyError> {
+    let mut hops = 0usize;
+    for value in headers.get_all(&X_FLEETGATE_VIA) {
+        let Ok(s) = value.to_str() else {
+            hops += 1;
+            continue;
+        };
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if entry == node.node_id {
+                return Err(ProxyError::LoopDetected);
+            }
+            hops += 1;
+        }
+    }
+    if hops >= node.max_hops {
+        return Err(ProxyError::TooManyHops);
+    }
+    Ok(())
+}
+
+/// Is this an HTTP/1.1 `Upgrade` (WebSocket) request?
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove hop-by-hop headers and every header named in `Connection`. With `upgrade`,
+/// `Upgrade` survives and `Connection: upgrade` is set again, for the tunnel handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Names listed in Connection; common tokens are static names, so this rarely allocates.
+    let mut named: [Option<HeaderName>; 8] = Default::default();
+    let mut extra: Vec<HeaderName> = Vec::new();
+    let mut n = 0;
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(s) = value.to_str() else { continue };
+        for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if n < named.len() {
+                    named[n] = Some(name);
+                    n += 1;
+                } else {
+                    extra.push(name);
+                }
+            }
+        }
+    }
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named.iter().flatten().chain(extra.iter()) {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(v) = upgrade_value {
+        headers.insert(header::UPGRADE, v);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// What the forwarding headers say about the client side of this request.
+pub struct ClientSide {
+    pub ip: IpAddr,
+    pub tls: bool,
+    pub version: Version,
+}
+
+/// Prepare the headers of a request about to go upstream (hop-by-hop already stripped).
+pub fn forward_request(
+    headers: &mut HeaderMap,
+    authority: Option<&http::uri::Authority>,
+    client: &ClientSide,
+    node: &NodeHeaders,
+) {
+    // Host: HTTP/2 clients send :authority instead; HTTP/1.1 upstreams need Host.
+    if !headers.contains_key(HOST) {
+        if let Some(a) = authority {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(HOST, v);
+            }
+        }
+    }
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
+    );
+    append_forwarded_for(headers, client.ip);
+    let via = match client.version {
+        Version::HTTP_10 => &node.via_10,
+        Version::HTTP_2 => &node.via_2,
+        _ => &node.via_11,
+    };
+    headers.append(header::VIA, via.clone());
+    if !headers.get(&TRACEPARENT).is_some_and(valid_traceparent) {
+        headers.insert(TRACEPARENT, new_traceparent());
+    }
+    append_list(headers, X_FLEETGATE_VIA, &node.node);
+    headers.insert(X_FLEETGATE_MANIFEST, node.manifest.clone());
+}
+
+/// `x-forwarded-for: <existing>, <client ip>` as one line.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let mut ip_buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut ip_buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    let value = HeaderValue::from_bytes(&ip_buf[..len]).expect("an IP is header-safe");
+    append_list(headers, X_FORWARDED_FOR, &value);
+}
+
+/// Append `value` to the comma-separated list in `name`, folding repeated lines into one.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    let mut existing = headers.get_all(&name).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(name, value.clone());
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(128);
+    for v in existing {
+        if v.is_empty() {
+            continue;
+        }
+        if !buf.is_empty() {
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(v.as_bytes());
+    }
+    if !buf.is_empty() {
+        buf.put_slice(b", ");
+    }
+    buf.put_slice(value.as_bytes());
+    let joined = HeaderValue::from_maybe_shared(buf.freeze()).expect("joined header values");
+    headers.insert(name, joined);
+}
+
+/// `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, ids not all zero.
+fn valid_traceparent(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    if b.len() < 55 {
+        return false;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
+    hex(&b[0..2])
+        && &b[0..2] != b"ff"
+        && b[2] == b'-'
+        && hex(&b[3..35])
+        && nonzero(&b[3..35])
+        && b[35] == b'-'
+        && hex(&b[36..52])
+        && nonzero(&b[36..52])
+        && b[52] == b'-'
+        && hex(&b[53..55])
+        && (b.len() == 55 || (&b[0..2] != b"00" && b[55] == b'-'))
+}
+
+fn new_traceparent() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let trace: u128 = rand::random::<u128>() | 1;
+    let span: u64 = rand::random::<u64>() | 1;
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    for i in 0..32 {
+        out[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out[35] = b'-';
+    for i in 0..16 {
+        out[36 + i] = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out[52..].copy_from_slice(b"-01");
+    HeaderValue::from_bytes(&out).expect("hex is header-safe")
+}
+
+/// What to stamp on a response (DESIGN.md §5).
+pub struct Stamp {
+    pub target: Option<Target>,
+    pub degraded: bool,
+}
+
+/// Add `x-fleetgate-target`, `x-fleetgate-served-by` (or, when an inner fleetgate already
+/// answered, append to `x-fleetgate-forwarded-via`) and `x-fleetgate-degraded`.
+pub fn stamp_response(headers: &mut HeaderMap, node: &NodeHeaders, stamp: &Stamp) {
+    if !node.stamps {
+        return;
+    }
+    if let Some(t) = stamp.target {
+        headers.insert(X_FLEETGATE_TARGET, t.header_value());
+    }
+    if headers.contains_key(&X_FLEETGATE_SERVED_BY) {
+        append_list(headers, X_FLEETGATE_FORWARDED_VIA, &node.served_by);
+    } else {
+        headers.insert(X_FLEETGATE_SERVED_BY, node.served_by.clone());
+    }
+    if stamp.degraded {
+        headers.insert(X_FLEETGATE_DEGRADED, HeaderValue::from_static("1"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(max_hops: usize) -> NodeHeaders {
+        let mut c = Config::default();
+        c.node_id = "n1".into();
+        c.limits.max_hops = max_hops;
+        NodeHeaders::new(&c, "sha256:abc")
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(KEEP_ALIVE, "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_survives_for_tunnels() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(is_upgrade_request(Version::HTTP_11, &h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn loop_guard() {
+        let n = node(2);
+        let mut h = HeaderMap::new();
+        assert!(check_loop(&h, &n).is_ok());
+        h.insert(X_FLEETGATE_VIA, "a".parse().unwrap());
+        assert!(check_loop(&h, &n).is_ok());
+        h.insert(X_FLEETGATE_VIA, "a, n1".parse().unwrap());
+        assert_eq!(check_loop(&h, &n), Err(ProxyError::LoopDetected));
+        h.insert(X_FLEETGATE_VIA, "a, b".parse().unwrap());
+        assert_eq!(check_loop(&h, &n), Err(ProxyError::TooManyHops));
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let n = node(4);
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "example.com".parse().unwrap());
+        h.insert(X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+        h.append(X_FORWARDED_FOR, "10.0.0.2".parse().unwrap());
+        h.insert(X_FLEETGATE_VIA, "edge".parse().unwrap());
+        let client = ClientSide {
+            ip: "127.0.0.1".parse().unwrap(),
+            tls: false,
+            version: Version::HTTP_11,
+        };
+        forward_request(&mut h, None, &client, &n);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[header::VIA], "1.1 n1");
+        assert_eq!(h[X_FLEETGATE_VIA], "edge, n1");
+        assert_eq!(h[X_FLEETGATE_MANIFEST], "sha256:abc");
+        assert!(valid_traceparent(&h[TRACEPARENT]), "{:?}", h[TRACEPARENT]);
+    }
+
+    #[test]
+    fn traceparent_is_kept_when_valid() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(&HeaderValue::from_static(tp)));
+        assert!(!valid_traceparent(&HeaderValue::from_static(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        )));
+        assert!(!valid_traceparent(&HeaderValue::from_static("garbage")));
+    }
+
+    #[test]
+    fn served_by_is_kept_from_inner_fleetgate() {
+        let n = node(4);
+        let mut h = HeaderMap::new();
+        h.insert(X_FLEETGATE_SERVED_BY, "ide@inner".parse().unwrap());
+        let stamp = Stamp {
+            target: Some(Target::Ide),
+            degraded: false,
+        };
+        stamp_response(&mut h, &n, &stamp);
+        assert_eq!(h[X_FLEETGATE_SERVED_BY], "ide@inner");
+        assert_eq!(h[X_FLEETGATE_FORWARDED_VIA], "serve@n1");
+        assert_eq!(h[X_FLEETGATE_TARGET], "ide");
+    }
+}
