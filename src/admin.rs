@@ -138,7 +138,8 @@ pub fn handle(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; charset=utf-8",
             Bytes::from_static(b"method not allowed\n"),
         );
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     if let Some((status, body)) = probe(gw, path) {
@@ -189,7 +190,9 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut stop: watch::Rec
             let resp = handle(&gw, &req);
             async move { Ok::<_, Infallible>(resp) }
         });
-        let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;

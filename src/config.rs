@@ -72,7 +72,8 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parse `http://host[:port][/]`.
     pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let expected = || format!("expected an upstream URL like \"http://127.0.0.1:3000\", got {s:?}");
+        let expected =
+            || format!("expected an upstream URL like \"http://127.0.0.1:3000\", got {s:?}");
         let rest = s.strip_prefix("http://").ok_or_else(|| {
             if s.starts_with("https://") {
                 format!("https upstreams are not supported (plain http only), got {s:?}")
@@ -227,8 +228,7 @@ fn default_node_id() -> String {
 fn valid_node_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
 }
 
@@ -247,7 +247,11 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{}: error: {}", self.origin, self.message)
         } else {
-            write!(f, "{}: error: key `{}`: {}", self.origin, self.key, self.message)
+            write!(
+                f,
+                "{}: error: key `{}`: {}",
+                self.origin, self.key, self.message
+            )
         }
     }
 }
@@ -425,9 +429,9 @@ fn millis(raw: Raw<'_>, min: u64) -> Result<Duration, String> {
 
 fn socket_addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
     let s = string(raw, "a socket address like \"0.0.0.0:8080\"")?;
-    s.trim()
-        .parse()
-        .map_err(|_| format!("expected a socket address like \"0.0.0.0:8080\" (IP:port), got {s:?}"))
+    s.trim().parse().map_err(|_| {
+        format!("expected a socket address like \"0.0.0.0:8080\" (IP:port), got {s:?}")
+    })
 }
 
 fn upstream_list(raw: Raw<'_>) -> Result<Vec<UpstreamUrl>, String> {
@@ -557,13 +561,16 @@ impl Config {
         })? {
             c.routes = v;
         }
-        if let Some(v) = src.get("log_format", &["FLEETGATE_LOG_FORMAT"], &raw.log_format, |r| {
-            match string(r, "human or json")?.as_str() {
+        if let Some(v) = src.get(
+            "log_format",
+            &["FLEETGATE_LOG_FORMAT"],
+            &raw.log_format,
+            |r| match string(r, "human or json")?.as_str() {
                 "human" => Ok(LogFormat::Human),
                 "json" => Ok(LogFormat::Json),
                 other => Err(format!("expected human or json, got {other:?}")),
-            }
-        })? {
+            },
+        )? {
             c.log_format = v;
         }
         if let Some(v) = src.get("log_level", &["FLEETGATE_LOG_LEVEL"], &raw.log_level, |r| {
@@ -577,7 +584,12 @@ impl Config {
         })? {
             c.log_level = v;
         }
-        if let Some(v) = src.get("access_log", &["FLEETGATE_ACCESS_LOG"], &raw.access_log, boolean)? {
+        if let Some(v) = src.get(
+            "access_log",
+            &["FLEETGATE_ACCESS_LOG"],
+            &raw.access_log,
+            boolean,
+        )? {
             c.access_log = v;
         }
         if let Some(v) = src.get(
@@ -625,12 +637,48 @@ impl Config {
         let t = &raw.timeouts;
         let tm = &mut c.timeouts;
         for (key, env, val, slot, min) in [
-            ("timeouts.connect", "FLEETGATE_TIMEOUTS_CONNECT", &t.connect, &mut tm.connect, 1),
-            ("timeouts.first_byte", "FLEETGATE_TIMEOUTS_FIRST_BYTE", &t.first_byte, &mut tm.first_byte, 1),
-            ("timeouts.idle", "FLEETGATE_TIMEOUTS_IDLE", &t.idle, &mut tm.idle, 1),
-            ("timeouts.header_read", "FLEETGATE_TIMEOUTS_HEADER_READ", &t.header_read, &mut tm.header_read, 1),
-            ("timeouts.shutdown", "FLEETGATE_TIMEOUTS_SHUTDOWN", &t.shutdown, &mut tm.shutdown, 0),
-            ("timeouts.drain_delay", "FLEETGATE_TIMEOUTS_DRAIN_DELAY", &t.drain_delay, &mut tm.drain_delay, 0),
+            (
+                "timeouts.connect",
+                "FLEETGATE_TIMEOUTS_CONNECT",
+                &t.connect,
+                &mut tm.connect,
+                1,
+            ),
+            (
+                "timeouts.first_byte",
+                "FLEETGATE_TIMEOUTS_FIRST_BYTE",
+                &t.first_byte,
+                &mut tm.first_byte,
+                1,
+            ),
+            (
+                "timeouts.idle",
+                "FLEETGATE_TIMEOUTS_IDLE",
+                &t.idle,
+                &mut tm.idle,
+                1,
+            ),
+            (
+                "timeouts.header_read",
+                "FLEETGATE_TIMEOUTS_HEADER_READ",
+                &t.header_read,
+                &mut tm.header_read,
+                1,
+            ),
+            (
+                "timeouts.shutdown",
+                "FLEETGATE_TIMEOUTS_SHUTDOWN",
+                &t.shutdown,
+                &mut tm.shutdown,
+                0,
+            ),
+            (
+                "timeouts.drain_delay",
+                "FLEETGATE_TIMEOUTS_DRAIN_DELAY",
+                &t.drain_delay,
+                &mut tm.drain_delay,
+                0,
+            ),
         ] {
             if let Some(v) = src.get(key, &[env], val, |r| millis(r, min))? {
                 *slot = v;
@@ -679,7 +727,11 @@ impl Config {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             (cert, _) => {
-                let missing = if cert.is_none() { "tls.cert" } else { "tls.key" };
+                let missing = if cert.is_none() {
+                    "tls.cert"
+                } else {
+                    "tls.key"
+                };
                 let origin = match &raw.tls {
                     Some(sp) => src.file_origin(sp.span()),
                     None => "environment".to_string(),
@@ -733,9 +785,17 @@ fn key_at(text: &str, offset: usize) -> String {
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line = text[line_start..line_end].trim();
     if line.starts_with('[') {
-        return line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
     }
-    let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
     let table = text[..line_start]
         .lines()
         .rev()
@@ -840,7 +900,10 @@ max_hops = 2
         assert_eq!(e.key, "listen");
         assert!(e.to_string().contains("expected a socket address"), "{e}");
         let e = parse("[limits]\nmax_hops = -1\n").unwrap_err();
-        assert_eq!((e.origin.as_str(), e.key.as_str()), ("f.toml:2", "limits.max_hops"));
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("f.toml:2", "limits.max_hops")
+        );
         let e = parse("role = \"edge\"").unwrap_err();
         assert!(e.to_string().contains("serve, ide, worker, all"));
     }

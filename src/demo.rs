@@ -76,11 +76,13 @@ pub async fn start(routes: &Path) -> Result<Demo, String> {
     let fleet = sample_upstream("fleet").await?;
     let ide = sample_upstream("ide").await?;
     let node_id = "demo-serve";
-    let mut config = Config::default();
-    config.node_id = node_id.into();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_listen = "127.0.0.1:0".parse().unwrap();
-    config.routes = routes.to_path_buf();
+    let mut config = Config {
+        node_id: node_id.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        routes: routes.to_path_buf(),
+        ..Config::default()
+    };
     config.upstreams.fleet = vec![url(fleet)];
     config.upstreams.ide = Some(url(ide));
     config.timeouts.drain_delay = Duration::ZERO;
@@ -105,11 +107,15 @@ fn url(addr: SocketAddr) -> UpstreamUrl {
 /// A sample application: answers every request with JSON naming itself and echoing
 /// method, path, query and headers.
 async fn sample_upstream(name: &'static str) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                 Ok::<_, Infallible>(echo(name, &req))
             });
@@ -127,7 +133,12 @@ fn echo(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            )
+        })
         .collect();
     let body = json!({
         "server": name,
@@ -209,9 +220,14 @@ pub fn examples(m: &Manifest, node_id: &str) -> Vec<Example> {
             .map(|r| (r, sample_path(&r.segments)))
     };
     let mut out = Vec::new();
-    if let Some((rule, path)) = candidates(Class::IdeOnly).find(|(_, p)| classify(p) == Class::IdeOnly) {
+    if let Some((rule, path)) =
+        candidates(Class::IdeOnly).find(|(_, p)| classify(p) == Class::IdeOnly)
+    {
         out.push(Example {
-            title: format!("ide-only ({}:{} {}): served by the ide", rule.file, rule.line, rule.path),
+            title: format!(
+                "ide-only ({}:{} {}): served by the ide",
+                rule.file, rule.line, rule.path
+            ),
             method: "GET",
             target: path,
             headers: vec![],
@@ -220,15 +236,16 @@ pub fn examples(m: &Manifest, node_id: &str) -> Vec<Example> {
             expect_server: Some("ide"),
         });
     }
-    let carve_out = candidates(Class::FleetOk).find(|(r, p)| {
-        classify(p) == Class::FleetOk
-            && m.rules()
-                .iter()
-                .any(|i| i.class == Class::IdeOnly && gets(i) && !std::ptr::eq(i, *r) && pattern_matches(i, p))
-    });
-    let carve_rule = carve_out.as_ref().map(|(r, _)| *r as *const Rule);
+    // A fleet-ok path that an ide-only pattern would also match: a carve-out.
+    let under_ide_pattern = |r: &Rule, p: &str| {
+        m.rules().iter().any(|i| {
+            i.class == Class::IdeOnly && gets(i) && !std::ptr::eq(i, r) && pattern_matches(i, p)
+        })
+    };
+    let carve_out = candidates(Class::FleetOk)
+        .find(|(r, p)| classify(p) == Class::FleetOk && under_ide_pattern(r, p));
     let fleet = candidates(Class::FleetOk)
-        .find(|(r, p)| classify(p) == Class::FleetOk && carve_rule != Some(*r as *const Rule))
+        .find(|(r, p)| classify(p) == Class::FleetOk && !under_ide_pattern(r, p))
         .map(|(r, p)| (format!("{}:{} {}", r.file, r.line, r.path), p))
         .or_else(|| {
             let p = "/demo/unlisted".to_string();
@@ -276,7 +293,10 @@ pub fn examples(m: &Manifest, node_id: &str) -> Vec<Example> {
 /// `fleetgate demo`: returns the exit code.
 pub fn demo_main() -> i32 {
     crate::logging::init(crate::config::LogFormat::Human, "info");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -300,8 +320,12 @@ pub fn demo_main() -> i32 {
         println!("  fleet app  http://{}", demo.fleet);
         println!("  ide app    http://{}", demo.ide);
         println!();
-        println!("Each sample app answers JSON naming itself (\"server\") and echoing what it received;");
-        println!("the proxy stamps x-fleetgate-target and x-fleetgate-served-by on every response.");
+        println!(
+            "Each sample app answers JSON naming itself (\"server\") and echoing what it received;"
+        );
+        println!(
+            "the proxy stamps x-fleetgate-target and x-fleetgate-served-by on every response."
+        );
         for ex in &demo.examples {
             println!();
             println!("# {}", ex.title);

@@ -27,7 +27,10 @@ pub enum ProxyError {
     /// This role cannot serve an ide-only request and no ide is configured.
     Misdirected,
     /// No endpoint of the pool could be connected to (refused, timed out, or all ejected).
-    Unreachable { upstream: Upstream, retry_after: u32 },
+    Unreachable {
+        upstream: Upstream,
+        retry_after: u32,
+    },
     /// The upstream accepted the request but sent no response head within `first_byte`.
     FirstByteTimeout { upstream: Upstream },
     /// The upstream connection failed after the request was (partly) sent.
@@ -46,7 +49,9 @@ impl ProxyError {
             }
             ProxyError::LoopDetected | ProxyError::TooManyHops => StatusCode::LOOP_DETECTED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::Unreachable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Unreachable { .. } | ProxyError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::FirstByteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
@@ -57,10 +62,17 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(e) => e.as_str(),
             ProxyError::BadTarget => "request target must be an absolute path",
-            ProxyError::LoopDetected => "loop detected: this request already passed through this fleetgate node",
+            ProxyError::LoopDetected => {
+                "loop detected: this request already passed through this fleetgate node"
+            }
             ProxyError::TooManyHops => "loop detected: too many fleetgate hops (limits.max_hops)",
-            ProxyError::Misdirected => "this route needs the ide replica, which this node cannot reach or does not know",
-            ProxyError::Unreachable { upstream: Upstream::Ide, .. } => "the ide upstream cannot be reached",
+            ProxyError::Misdirected => {
+                "this route needs the ide replica, which this node cannot reach or does not know"
+            }
+            ProxyError::Unreachable {
+                upstream: Upstream::Ide,
+                ..
+            } => "the ide upstream cannot be reached",
             ProxyError::Unreachable { .. } => "the upstream cannot be reached",
             ProxyError::FirstByteTimeout { .. } => "the upstream did not answer in time",
             ProxyError::UpstreamFailed { .. } => "the upstream connection failed",
@@ -85,7 +97,11 @@ impl ProxyError {
     fn needs_ide(&self) -> bool {
         matches!(
             self,
-            ProxyError::Misdirected | ProxyError::Unreachable { upstream: Upstream::Ide, .. }
+            ProxyError::Misdirected
+                | ProxyError::Unreachable {
+                    upstream: Upstream::Ide,
+                    ..
+                }
         )
     }
 
@@ -98,7 +114,10 @@ impl ProxyError {
         let mut resp = Response::new(ResponseBody::full(body));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if self.needs_ide() {
             h.insert(REQUIRED_ROLE, HeaderValue::from_static("ide"));
         }

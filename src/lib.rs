@@ -2,16 +2,16 @@
 //!
 //! Every request is classified against a compiled route manifest ([`manifest`]) as
 //! ide-only or fleet-ok, after its path is brought into one canonical form ([`path`]).
-pub mod manifest;
-pub mod path;
-#[doc(hidden)]
-pub mod fuzz_support;
-pub mod routes_cmd;
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod logging;
+pub mod manifest;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
+pub mod routes_cmd;
 pub mod server;

@@ -10,9 +10,20 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        // The access line has its own `target` field (local|fleet|ide); JSON lines carry no
+        // tracing target, and access lines are told apart by `"message": "access"`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_target(false)
+            .try_init(),
         LogFormat::Human => builder.with_target(true).try_init(),
     };
 }
@@ -53,6 +64,7 @@ pub fn access(r: &AccessRecord<'_>) {
         bytes_out = r.bytes_out,
         tenant = r.tenant,
         complete = r.complete,
+        "access"
     );
 }
 

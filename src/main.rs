@@ -20,6 +20,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy (and its admin listener) until SIGTERM.
+    Serve {
+        /// The configuration file (TOML); FLEETGATE_* variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and the manifest it names, then exit (78 when invalid).
+    Check {
+        /// The configuration file (TOML); FLEETGATE_* variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Start two sample upstreams and the proxy on loopback, and show where requests go.
+    Demo,
     /// Check, query and compare the route manifest.
     #[command(subcommand)]
     Routes(Routes),
@@ -87,6 +101,9 @@ enum Routes {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
+        Command::Serve { config } => fleetgate::server::serve_main(config.as_deref()),
+        Command::Check { config } => fleetgate::config::check_main(config.as_deref()),
+        Command::Demo => fleetgate::demo::demo_main(),
         Command::Routes(Routes::Check { dir, deny_warnings }) => {
             routes_cmd::check(dir, *deny_warnings)
         }

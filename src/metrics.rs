@@ -2,8 +2,8 @@
 //! (never the process-global default), rendered as text by the admin listener.
 //!
 //! Label values are bounded: `class` is `ide-only|fleet-ok|none`, `target` is
-//! `local|fleet|ide|none|misdirected`, `code` a status code, `upstream` `fleet|ide`, `kind` one
-//! of the error kinds of [`crate::error::ProxyError::kind`].
+//! `local|fleet|ide|none`, `code` a status code, `upstream` `fleet|ide`, `kind` one
+//! of the error kinds of [`crate::error::ProxyError::kind`] or `no_endpoint`.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -27,7 +27,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("fleetgate_requests_total", "Requests answered, by class, target and status code."),
+            Opts::new(
+                "fleetgate_requests_total",
+                "Requests answered, by class, target and status code.",
+            ),
             &["class", "target", "code"],
         )
         .expect("valid metric");
@@ -37,21 +40,30 @@ impl Metrics {
                 "Time from request head to the end of the response body.",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                60.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
             ]),
             &["class", "target"],
         )
         .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
-            Opts::new("fleetgate_upstream_errors_total", "Failed upstream exchanges, by upstream and kind."),
+            Opts::new(
+                "fleetgate_upstream_errors_total",
+                "Failed upstream exchanges, by upstream and kind.",
+            ),
             &["upstream", "kind"],
         )
         .expect("valid metric");
-        let connections_active =
-            IntGauge::new("fleetgate_connections_active", "Open downstream connections.").expect("valid metric");
+        let connections_active = IntGauge::new(
+            "fleetgate_connections_active",
+            "Open downstream connections.",
+        )
+        .expect("valid metric");
         let ejections = IntCounterVec::new(
-            Opts::new("fleetgate_upstream_ejections_total", "Endpoints ejected after a failed connect."),
+            Opts::new(
+                "fleetgate_upstream_ejections_total",
+                "Endpoints ejected after a failed connect.",
+            ),
             &["upstream"],
         )
         .expect("valid metric");

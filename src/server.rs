@@ -103,7 +103,8 @@ impl RunningServer {
 /// everything is up.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
-    let manifest = Manifest::load_dir(&config.routes).map_err(|e| StartError::Config(e.to_string()))?;
+    let manifest =
+        Manifest::load_dir(&config.routes).map_err(|e| StartError::Config(e.to_string()))?;
     for w in manifest.warnings() {
         tracing::warn!("{w}");
     }
@@ -117,8 +118,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             config.admin_listen
         ))
     })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
-    let admin_addr = admin.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::new());
     let gw = Arc::new(Gateway::new(config.clone(), manifest, metrics));
@@ -160,7 +165,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         let t = life_gw.snapshot.load().config.timeouts;
         life_gw.set_phase(Phase::Draining);
-        tracing::info!(drain_delay_ms = t.drain_delay.as_millis() as u64, "shutdown: readiness is failing; draining");
+        tracing::info!(
+            drain_delay_ms = t.drain_delay.as_millis() as u64,
+            "shutdown: readiness is failing; draining"
+        );
         tokio::time::sleep(t.drain_delay).await;
         let _ = stop_accept_tx.send(true);
         let graceful = accept.await.ok();
@@ -174,7 +182,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })
         .await;
         if finished.is_err() {
-            tracing::warn!(shutdown_ms = t.shutdown.as_millis() as u64, "shutdown: timeout reached; closing what is left");
+            tracing::warn!(
+                shutdown_ms = t.shutdown.as_millis() as u64,
+                "shutdown: timeout reached; closing what is left"
+            );
             let _ = kill_tx.send(true);
         }
         let _ = stop_bg_tx.send(true);
@@ -279,11 +290,15 @@ impl Conn {
         let _active = ActiveGuard(self.gw.clone());
         match tls {
             None => self.drive(tcp, false).await,
-            Some(acceptor) => match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => self.drive(stream, true).await,
-                Ok(Err(e)) => tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(remote = %self.remote, "TLS handshake timed out"),
-            },
+            Some(acceptor) => {
+                match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => self.drive(stream, true).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(remote = %self.remote, "TLS handshake timed out"),
+                }
+            }
         }
     }
 
@@ -351,7 +366,12 @@ pub fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
     };
     let certs = rustls_pemfile::certs(&mut open("tls.cert", &files.cert)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err("tls.cert", format!("{}: invalid PEM: {e}", files.cert.display())))?;
+        .map_err(|e| {
+            err(
+                "tls.cert",
+                format!("{}: invalid PEM: {e}", files.cert.display()),
+            )
+        })?;
     if certs.is_empty() {
         return Err(err(
             "tls.cert",
@@ -362,11 +382,19 @@ pub fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
         ));
     }
     let key = rustls_pemfile::private_key(&mut open("tls.key", &files.key)?)
-        .map_err(|e| err("tls.key", format!("{}: invalid PEM: {e}", files.key.display())))?
+        .map_err(|e| {
+            err(
+                "tls.key",
+                format!("{}: invalid PEM: {e}", files.key.display()),
+            )
+        })?
         .ok_or_else(|| {
             err(
                 "tls.key",
-                format!("expected a PEM file with a PRIVATE KEY block: {}", files.key.display()),
+                format!(
+                    "expected a PEM file with a PRIVATE KEY block: {}",
+                    files.key.display()
+                ),
             )
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -375,7 +403,12 @@ pub fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
         .map_err(|e| err("tls", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| err("tls.key", format!("the key does not fit the certificate: {e}")))?;
+        .map_err(|e| {
+            err(
+                "tls.key",
+                format!("the key does not fit the certificate: {e}"),
+            )
+        })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(TlsAcceptor::from(Arc::new(sc))))
 }
@@ -401,7 +434,10 @@ pub fn serve_main(config: Option<&Path>) -> i32 {
         }
     };
     crate::logging::init(config.log_format, &config.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

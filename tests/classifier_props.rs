@@ -17,7 +17,13 @@ const WORDS: [&str; 3] = ["a", "b", "c"];
 
 fn gen_rule() -> impl Strategy<Value = GenRule> {
     (
-        prop::sample::select(vec!["", "[\"GET\"]", "[\"POST\"]", "[\"GET\", \"PUT\"]", "[\"HEAD\"]"]),
+        prop::sample::select(vec![
+            "",
+            "[\"GET\"]",
+            "[\"POST\"]",
+            "[\"GET\", \"PUT\"]",
+            "[\"HEAD\"]",
+        ]),
         prop::collection::vec(0u8..4, 0..4),
         any::<bool>(),
         any::<bool>(),
@@ -35,7 +41,9 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
 /// Render rules as TOML. The class is a function of the rule's specificity and shape,
 /// so generated manifests are never ambiguous and always load.
 fn render(rules: &[GenRule]) -> String {
-    let mut out = String::from("[manifest]\ndefault_class = \"fleet-ok\"\naliases = [{ from = \"/z\", to = \"/a\" }]\n");
+    let mut out = String::from(
+        "[manifest]\ndefault_class = \"fleet-ok\"\naliases = [{ from = \"/z\", to = \"/a\" }]\n",
+    );
     for r in rules {
         let mut path = String::new();
         let mut first_param = None;
@@ -57,12 +65,18 @@ fn render(rules: &[GenRule]) -> String {
         let shape: usize = path.bytes().map(|b| b as usize).sum::<usize>()
             + (r.methods.is_empty() as usize) * 7
             + r.when as usize;
-        let class = if shape % 2 == 0 { "ide-only" } else { "fleet-ok" };
+        let class = if shape % 2 == 0 {
+            "ide-only"
+        } else {
+            "fleet-ok"
+        };
         out.push_str("\n[[rule]]\n");
         if !r.methods.is_empty() {
             out.push_str(&format!("methods = {}\n", r.methods));
         }
-        out.push_str(&format!("path = \"{path}\"\nclass = \"{class}\"\nwhy = \"generated\"\n"));
+        out.push_str(&format!(
+            "path = \"{path}\"\nclass = \"{class}\"\nwhy = \"generated\"\n"
+        ));
         if let (true, Some(i)) = (r.tenant, first_param) {
             out.push_str(&format!("tenant = \"p{i}\"\n"));
         }
@@ -74,8 +88,11 @@ fn render(rules: &[GenRule]) -> String {
 }
 
 fn gen_path() -> impl Strategy<Value = String> {
-    (prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "x", "z"]), 0..6), any::<bool>()).prop_map(
-        |(segs, slash)| {
+    (
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "x", "z"]), 0..6),
+        any::<bool>(),
+    )
+        .prop_map(|(segs, slash)| {
             let mut p = String::new();
             for s in segs {
                 p.push('/');
@@ -85,8 +102,7 @@ fn gen_path() -> impl Strategy<Value = String> {
                 p.push('/');
             }
             p
-        },
-    )
+        })
 }
 
 proptest! {

@@ -68,7 +68,9 @@ pub struct Decision<'a> {
 /// Two decisions are equal when they name the same rule (by index) and tenant.
 impl PartialEq for Decision<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.class == other.class && self.rule_index == other.rule_index && self.tenant == other.tenant
+        self.class == other.class
+            && self.rule_index == other.rule_index
+            && self.tenant == other.tenant
     }
 }
 
@@ -86,7 +88,12 @@ impl Manifest {
     /// here. Allocation-free; the automaton visits each byte of `METHOD path` once.
     pub fn classify<'a>(&'a self, req: &RequestParts<'a>) -> Decision<'a> {
         let (prefix, rest) = self.rewrite(trim_trailing_slash(req.path));
-        let input = [req.method.as_bytes(), b" ", prefix.as_bytes(), rest.as_bytes()];
+        let input = [
+            req.method.as_bytes(),
+            b" ",
+            prefix.as_bytes(),
+            rest.as_bytes(),
+        ];
         let best = match &self.dfa {
             Dfa::Dense(dfa) => self.best_match(dfa, &input, req),
             Dfa::Sparse(dfa) => self.best_match(dfa, &input, req),
@@ -116,7 +123,12 @@ impl Manifest {
     /// Walk the DFA over the concatenated input; return the most specific matching
     /// pattern (lowest ID) whose `when` conditions hold.
     #[inline]
-    fn best_match<A: Automaton>(&self, dfa: &A, input: &[&[u8]; 4], req: &RequestParts<'_>) -> Option<usize> {
+    fn best_match<A: Automaton>(
+        &self,
+        dfa: &A,
+        input: &[&[u8]; 4],
+        req: &RequestParts<'_>,
+    ) -> Option<usize> {
         let mut state = self.start;
         for part in input {
             for &b in *part {
@@ -152,7 +164,11 @@ impl Manifest {
                     return (alias.to.as_str(), "");
                 }
                 if rest.starts_with('/') {
-                    let to = if alias.to == "/" { "" } else { alias.to.as_str() };
+                    let to = if alias.to == "/" {
+                        ""
+                    } else {
+                        alias.to.as_str()
+                    };
                     return (to, rest);
                 }
             }
@@ -171,12 +187,26 @@ pub(super) fn trim_trailing_slash(path: &str) -> &str {
 }
 
 /// The `k`-th (0-based) non-empty segment of `prefix + rest`.
-pub(super) fn nth_segment<'a>(prefix: &'a str, rest: &'a str, k: usize) -> Option<&'a str> {
-    prefix
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .chain(rest.split('/').filter(|s| !s.is_empty()))
-        .nth(k)
+pub(super) fn nth_segment<'a>(prefix: &'a str, rest: &'a str, mut k: usize) -> Option<&'a str> {
+    for part in [prefix, rest] {
+        let bytes = part.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'/' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i] != b'/' {
+                i += 1;
+            }
+            if k == 0 {
+                return Some(&part[start..i]);
+            }
+            k -= 1;
+        }
+    }
+    None
 }
 
 /// Do all of the rule's `when` conditions hold for this request?
@@ -291,12 +321,24 @@ why = "the ide's landing page"
     fn most_specific_rule_wins_and_tenant_is_extracted() {
         let m = manifest();
         let d = classify(&m, "PUT", "/api/w1/files/a/b/c");
-        assert_eq!((d.class, d.rule_index, d.tenant), (Class::IdeOnly, Some(0), Some("w1")));
+        assert_eq!(
+            (d.class, d.rule_index, d.tenant),
+            (Class::IdeOnly, Some(0), Some("w1"))
+        );
         let d = classify(&m, "GET", "/api/w1/files/a/meta");
-        assert_eq!((d.class, d.rule_index, d.tenant), (Class::FleetOk, Some(1), Some("w1")));
+        assert_eq!(
+            (d.class, d.rule_index, d.tenant),
+            (Class::FleetOk, Some(1), Some("w1"))
+        );
         // HEAD matches GET rules; other methods fall through to the wildcard.
-        assert_eq!(classify(&m, "HEAD", "/api/w1/files/a/meta").rule_index, Some(1));
-        assert_eq!(classify(&m, "POST", "/api/w1/files/a/meta").rule_index, Some(0));
+        assert_eq!(
+            classify(&m, "HEAD", "/api/w1/files/a/meta").rule_index,
+            Some(1)
+        );
+        assert_eq!(
+            classify(&m, "POST", "/api/w1/files/a/meta").rule_index,
+            Some(0)
+        );
         // `{*path}` needs at least one segment.
         assert!(classify(&m, "GET", "/api/w1/files").is_default());
     }
@@ -304,7 +346,10 @@ why = "the ide's landing page"
     #[test]
     fn trailing_slash_and_aliases() {
         let m = manifest();
-        assert_eq!(classify(&m, "GET", "/api/w1/files/a/meta/").rule_index, Some(1));
+        assert_eq!(
+            classify(&m, "GET", "/api/w1/files/a/meta/").rule_index,
+            Some(1)
+        );
         let d = classify(&m, "GET", "/v2/w9/files/x");
         assert_eq!((d.rule_index, d.tenant), (Some(0), Some("w9")));
         // An alias replaces whole segments only.

@@ -131,7 +131,9 @@ fn methods_intersect(a: &Methods, b: &Methods) -> bool {
     match (a, b) {
         (Methods::Any, _) | (_, Methods::Any) => true,
         (Methods::List(x), Methods::List(y)) => x.iter().any(|m| {
-            b.matches(m) || (m == "GET" && b.matches("HEAD")) || y.iter().any(|n| n == "GET" && m == "HEAD")
+            b.matches(m)
+                || (m == "GET" && b.matches("HEAD"))
+                || y.iter().any(|n| n == "GET" && m == "HEAD")
         }),
     }
 }
@@ -262,7 +264,10 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
 
     let mut order: Vec<u32> = (0..rules.len() as u32).collect();
     order.sort_by(|&a, &b| precedence(&rules, a as usize, b as usize));
-    let patterns: Vec<String> = order.iter().map(|&i| regex_for(&rules[i as usize])).collect();
+    let patterns: Vec<String> = order
+        .iter()
+        .map(|&i| regex_for(&rules[i as usize]))
+        .collect();
 
     let built = dense::Builder::new()
         .configure(
@@ -348,7 +353,9 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
                             rb.class,
                         ),
                     });
-                } else if methods_cover(&ra.methods, &rb.methods) && when_implied(&ra.when, &rb.when) {
+                } else if methods_cover(&ra.methods, &rb.methods)
+                    && when_implied(&ra.when, &rb.when)
+                {
                     let identical = ra.methods == rb.methods && ra.when == rb.when;
                     out.push(Diagnostic {
                         file: rb.file.clone(),
@@ -382,7 +389,10 @@ mod tests {
         ))
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("routes/a.toml:6: error: ambiguous rules: routes/a.toml:1 "), "{msg}");
+        assert!(
+            msg.starts_with("routes/a.toml:6: error: ambiguous rules: routes/a.toml:1 "),
+            "{msg}"
+        );
         assert!(msg.contains("and routes/a.toml:6 "), "{msg}");
     }
 
@@ -427,8 +437,12 @@ mod tests {
         .unwrap();
         let w: Vec<String> = m.warnings().iter().map(|d| d.to_string()).collect();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w.iter().any(|d| d.starts_with("routes/a.toml:6: warning: rule can never win: routes/a.toml:1")));
-        assert!(w.iter().any(|d| d.starts_with("routes/a.toml:11: warning: duplicate rule: routes/a.toml:1")));
+        assert!(w.iter().any(
+            |d| d.starts_with("routes/a.toml:6: warning: rule can never win: routes/a.toml:1")
+        ));
+        assert!(w
+            .iter()
+            .any(|d| d.starts_with("routes/a.toml:11: warning: duplicate rule: routes/a.toml:1")));
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn convert_segment(seg: &str, openapi: bool) -> String {
         if let Some(inner) = seg.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
             if !inner.contains(['<', '>']) {
                 return match inner.rsplit_once(':') {
-                    Some((conv, name)) if conv == "path" => rest(name),
+                    Some(("path", name)) => rest(name),
                     Some((_, name)) => param(name),
                     None => param(inner),
                 };

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::pattern::{self, Segment};
-use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When, Writes};
+use super::{
+    Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When, Writes,
+};
 
 /// The manifest as read from its files, before compilation.
 #[derive(Debug, Clone)]
@@ -79,7 +81,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
             message,
         }],
     };
-    let entries = fs::read_dir(dir).map_err(|e| fail(format!("cannot read manifest directory: {e}")))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| fail(format!("cannot read manifest directory: {e}")))?;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| fail(format!("cannot read manifest directory: {e}")))?;
@@ -114,7 +117,12 @@ struct Lines(Vec<usize>);
 impl Lines {
     fn new(text: &str) -> Lines {
         let mut starts = vec![0];
-        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         Lines(starts)
     }
 
@@ -246,7 +254,9 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
     for (key, p) in [("from", from), ("to", to)] {
         let segs = pattern::parse(p).map_err(|e| format!("'{key}' = {p:?}: {e}"))?;
         if segs.iter().any(|s| !matches!(s, Segment::Literal(_))) {
-            return Err(format!("'{key}' = {p:?}: an alias is a literal path prefix, without parameters"));
+            return Err(format!(
+                "'{key}' = {p:?}: an alias is a literal path prefix, without parameters"
+            ));
         }
     }
     if trim_slash(from) == "/" {
@@ -259,9 +269,7 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
 fn valid_method(m: &str) -> bool {
     !m.is_empty()
         && m.bytes().all(|b| {
-            b.is_ascii_uppercase()
-                || b.is_ascii_digit()
-                || b"!#$%&'*+-.^_`|~".contains(&b)
+            b.is_ascii_uppercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         })
 }
 
@@ -275,7 +283,10 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
             let at = list.span().start;
             let list = list.into_inner();
             if list.is_empty() {
-                cx.error(at, "key 'methods': empty list; omit the key for all methods".into());
+                cx.error(
+                    at,
+                    "key 'methods': empty list; omit the key for all methods".into(),
+                );
                 Methods::Any
             } else if list.len() == 1 && list[0].get_ref() == "*" {
                 Methods::Any
@@ -284,7 +295,10 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
                 for m in list {
                     let text = m.get_ref();
                     if text == "*" {
-                        cx.error(m.span().start, "key 'methods': \"*\" must be the only entry".into());
+                        cx.error(
+                            m.span().start,
+                            "key 'methods': \"*\" must be the only entry".into(),
+                        );
                     } else if !valid_method(text) {
                         cx.error(
                             m.span().start,
@@ -299,29 +313,41 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
         }
     };
 
-    let (path, segments) = match raw.path {
+    let (path, segments, path_ok) = match raw.path {
         None => {
-            cx.error(offset, "rule has no 'path'; expected a pattern like \"/api/{id}\"".into());
-            (String::new(), Vec::new())
+            cx.error(
+                offset,
+                "rule has no 'path'; expected a pattern like \"/api/{id}\"".into(),
+            );
+            (String::new(), Vec::new(), false)
         }
         Some(p) => match pattern::parse(p.get_ref()) {
-            Ok(segs) => (p.get_ref().clone(), segs),
+            Ok(segs) => (p.get_ref().clone(), segs, true),
             Err(e) => {
-                cx.error(p.span().start, format!("key 'path' = {:?}: {e}", p.get_ref()));
-                (p.get_ref().clone(), Vec::new())
+                cx.error(
+                    p.span().start,
+                    format!("key 'path' = {:?}: {e}", p.get_ref()),
+                );
+                (p.get_ref().clone(), Vec::new(), false)
             }
         },
     };
 
     let class = match raw.class {
         None => {
-            cx.error(offset, "rule has no 'class'; expected \"ide-only\" or \"fleet-ok\"".into());
+            cx.error(
+                offset,
+                "rule has no 'class'; expected \"ide-only\" or \"fleet-ok\"".into(),
+            );
             Class::FleetOk
         }
         Some(c) => Class::parse(c.get_ref()).unwrap_or_else(|| {
             cx.error(
                 c.span().start,
-                format!("key 'class': expected \"ide-only\" or \"fleet-ok\", found {:?}", c.get_ref()),
+                format!(
+                    "key 'class': expected \"ide-only\" or \"fleet-ok\", found {:?}",
+                    c.get_ref()
+                ),
             );
             Class::FleetOk
         }),
@@ -330,11 +356,17 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
     let why = match raw.why {
         Some(w) if !w.get_ref().trim().is_empty() => w.into_inner(),
         Some(w) => {
-            cx.error(w.span().start, "key 'why' is empty; say why the route has this class".into());
+            cx.error(
+                w.span().start,
+                "key 'why' is empty; say why the route has this class".into(),
+            );
             String::new()
         }
         None => {
-            cx.error(offset, "rule has no 'why'; every rule must say why it has its class".into());
+            cx.error(
+                offset,
+                "rule has no 'why'; every rule must say why it has its class".into(),
+            );
             String::new()
         }
     };
@@ -344,7 +376,7 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
         tenant_segment = segments
             .iter()
             .position(|s| matches!(s, Segment::Param(n) if n == t.get_ref()));
-        if tenant_segment.is_none() && !segments.is_empty() {
+        if tenant_segment.is_none() && path_ok {
             cx.error(
                 t.span().start,
                 format!(
@@ -359,15 +391,20 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
 
     let degrade = match raw.degrade {
         Some(d) if *d.get_ref() => {
-            let reads_only = matches!(&methods, Methods::List(l) if l.iter().all(|m| m == "GET" || m == "HEAD"));
+            let reads_only =
+                matches!(&methods, Methods::List(l) if l.iter().all(|m| m == "GET" || m == "HEAD"));
             if !reads_only {
                 cx.error(
                     d.span().start,
-                    "key 'degrade': only GET/HEAD rules may degrade; set methods = [\"GET\"]".into(),
+                    "key 'degrade': only GET/HEAD rules may degrade; set methods = [\"GET\"]"
+                        .into(),
                 );
             }
             if class != Class::IdeOnly {
-                cx.error(d.span().start, "key 'degrade': only ide-only rules can degrade".into());
+                cx.error(
+                    d.span().start,
+                    "key 'degrade': only ide-only rules can degrade".into(),
+                );
             }
             true
         }
@@ -398,7 +435,10 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
         let w = w.into_inner();
         for (name, value) in w.query {
             if name.is_empty() {
-                cx.error(value.span().start, "key 'when.query': empty parameter name".into());
+                cx.error(
+                    value.span().start,
+                    "key 'when.query': empty parameter name".into(),
+                );
             }
             when.query.push((name, condition(value.into_inner())));
         }
@@ -410,7 +450,8 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
                     format!("key 'when.header': {name:?} is not a valid header name"),
                 );
             }
-            when.header.push((name.to_ascii_lowercase(), condition(value.into_inner())));
+            when.header
+                .push((name.to_ascii_lowercase(), condition(value.into_inner())));
         }
     }
 
@@ -461,42 +502,72 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.default_class, Class::IdeOnly);
-        assert_eq!(m.aliases, vec![Alias { from: "/v1".into(), to: "/api".into() }]);
+        assert_eq!(
+            m.aliases,
+            vec![Alias {
+                from: "/v1".into(),
+                to: "/api".into()
+            }]
+        );
         assert_eq!(m.rules.len(), 2);
         assert_eq!(m.rules[0].line, 5);
         assert_eq!(m.rules[0].methods, Methods::Any);
         assert_eq!(m.rules[0].tenant_segment, Some(1));
         assert_eq!(m.rules[1].line, 11);
-        assert_eq!(m.rules[1].when.query, vec![("branch".into(), Condition::Present)]);
-        assert_eq!(m.rules[1].when.header, vec![("x-preview".into(), Condition::Equals("1".into()))]);
+        assert_eq!(
+            m.rules[1].when.query,
+            vec![("branch".into(), Condition::Present)]
+        );
+        assert_eq!(
+            m.rules[1].when.header,
+            vec![("x-preview".into(), Condition::Equals("1".into()))]
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = first_error("[[rule]]\npath = \"/a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\nbogus = 1\n");
-        assert!(e.starts_with("routes/a.toml:5: error: unknown field `bogus`"), "{e}");
+        let e =
+            first_error("[[rule]]\npath = \"/a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\nbogus = 1\n");
+        assert!(
+            e.starts_with("routes/a.toml:5: error: unknown field `bogus`"),
+            "{e}"
+        );
         let e = first_error("[[rule]]\npath = \"/a\"\nclass = \"fleet-ok\"\n");
-        assert_eq!(e, "routes/a.toml:1: error: rule has no 'why'; every rule must say why it has its class");
+        assert_eq!(
+            e,
+            "routes/a.toml:1: error: rule has no 'why'; every rule must say why it has its class"
+        );
         let e = first_error("\n[[rule]]\npath = \"/a/{x\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n");
         assert!(e.starts_with("routes/a.toml:3: error: key 'path'"), "{e}");
-        let e = first_error("[[rule]]\npath = \"/a/{x}\"\nclass = \"fleet-ok\"\nwhy = \"x\"\ntenant = \"y\"\n");
+        let e = first_error(
+            "[[rule]]\npath = \"/a/{x}\"\nclass = \"fleet-ok\"\nwhy = \"x\"\ntenant = \"y\"\n",
+        );
         assert!(e.contains("key 'tenant' = \"y\" names no {param}"), "{e}");
-        let e = first_error("[[rule]]\nmethods = [\"gét\"]\npath = \"/a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n");
+        let e = first_error(
+            "[[rule]]\nmethods = [\"gét\"]\npath = \"/a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n",
+        );
         assert!(e.contains("not an upper-case ASCII HTTP method"), "{e}");
         let e = first_error("[[rule]]\npath = \"/a\"\nclass = \"both\"\nwhy = \"x\"\n");
         assert!(e.starts_with("routes/a.toml:3: error: key 'class'"), "{e}");
-        let e = first_error("[[rule]]\npath = \"/a\"\nclass = \"ide-only\"\nwhy = \"x\"\ndegrade = true\n");
+        let e = first_error(
+            "[[rule]]\npath = \"/a\"\nclass = \"ide-only\"\nwhy = \"x\"\ndegrade = true\n",
+        );
         assert!(e.contains("only GET/HEAD rules may degrade"), "{e}");
         let e = first_error("[manifest]\naliases = [{ from = \"/{x}\", to = \"/api\" }]\n");
         assert!(e.contains("literal path prefix"), "{e}");
-        let e = first_error("[[rule]]\npath = \"/a\"\nclass = \"ide-only\"\nwhy = \"x\"\nwrites = \"fleet\"\n");
+        let e = first_error(
+            "[[rule]]\npath = \"/a\"\nclass = \"ide-only\"\nwhy = \"x\"\nwrites = \"fleet\"\n",
+        );
         assert!(e.contains("writes"), "{e}");
     }
 
     #[test]
     fn collects_errors_from_every_file() {
         let e = parse_sources(&[
-            ("a.toml".into(), "[[rule]]\npath = \"a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n".into()),
+            (
+                "a.toml".into(),
+                "[[rule]]\npath = \"a\"\nclass = \"fleet-ok\"\nwhy = \"x\"\n".into(),
+            ),
             ("b.toml".into(), "not toml at all = = =".into()),
         ])
         .unwrap_err();
@@ -508,8 +579,14 @@ mod tests {
     #[test]
     fn contradicting_default_class_is_an_error() {
         let e = parse_sources(&[
-            ("a.toml".into(), "[manifest]\ndefault_class = \"fleet-ok\"\n".into()),
-            ("b.toml".into(), "[manifest]\ndefault_class = \"ide-only\"\n".into()),
+            (
+                "a.toml".into(),
+                "[manifest]\ndefault_class = \"fleet-ok\"\n".into(),
+            ),
+            (
+                "b.toml".into(),
+                "[manifest]\ndefault_class = \"ide-only\"\n".into(),
+            ),
         ])
         .unwrap_err();
         assert!(e.diagnostics[0].to_string().contains("contradicts"), "{e}");

@@ -49,6 +49,8 @@ pub enum PatternError {
     RestNotLast(String),
     InvalidByte(char),
     DotSegment,
+    NotCanonical { written: String, canonical: String },
+    InvalidLiteral { written: String, reason: String },
 }
 
 impl fmt::Display for PatternError {
@@ -72,6 +74,13 @@ impl fmt::Display for PatternError {
             PatternError::DuplicateParam(s) => write!(f, "duplicate parameter name '{s}'"),
             PatternError::RestNotLast(s) => {
                 write!(f, "catch-all '{{*{s}}}' must be the last segment")
+            }
+            PatternError::NotCanonical { written, canonical } => write!(
+                f,
+                "literal segment '{written}' is not in normalized form; request paths carry it as '{canonical}'"
+            ),
+            PatternError::InvalidLiteral { written, reason } => {
+                write!(f, "literal segment '{written}' can never match: {reason}")
             }
             PatternError::DotSegment => f.write_str(
                 "'.' and '..' segments never reach the matcher: paths are normalized first",
@@ -122,15 +131,29 @@ fn parse_segment(raw: &str) -> Result<Segment, PatternError> {
     let opens = raw.matches('{').count();
     let closes = raw.matches('}').count();
     if opens == 0 && closes == 0 {
-        if let Some(c) = raw.chars().find(|c| {
-            !c.is_ascii() || c.is_ascii_control() || matches!(c, ' ' | '?' | '#' | '\\')
-        }) {
+        if let Some(c) = raw
+            .chars()
+            .find(|c| !c.is_ascii() || c.is_ascii_control() || matches!(c, ' ' | '?' | '#' | '\\'))
+        {
             return Err(PatternError::InvalidByte(c));
         }
         if raw == "." || raw == ".." {
             return Err(PatternError::DotSegment);
         }
-        return Ok(Segment::Literal(raw.to_string()));
+        // A literal must be written as a normalized request path carries it, or it
+        // could never match (`%7E` is `~` after normalization, `%c3` is `%C3`).
+        let single = format!("/{raw}");
+        return match crate::path::normalize(&single) {
+            Ok(canonical) if canonical == single => Ok(Segment::Literal(raw.to_string())),
+            Ok(canonical) => Err(PatternError::NotCanonical {
+                written: raw.to_string(),
+                canonical: canonical[1..].to_string(),
+            }),
+            Err(e) => Err(PatternError::InvalidLiteral {
+                written: raw.to_string(),
+                reason: e.to_string(),
+            }),
+        };
     }
     if opens != 1 || closes != 1 {
         return Err(PatternError::UnbalancedBraces(raw.to_string()));
@@ -205,17 +228,51 @@ mod tests {
         assert_eq!(parse(""), Err(PatternError::Empty));
         assert_eq!(parse("api"), Err(PatternError::NotAbsolute));
         assert_eq!(parse("/a//b"), Err(PatternError::EmptySegment));
-        assert!(matches!(parse("/{a"), Err(PatternError::UnbalancedBraces(_))));
-        assert!(matches!(parse("/a}"), Err(PatternError::UnbalancedBraces(_))));
-        assert!(matches!(parse("/}a{"), Err(PatternError::UnbalancedBraces(_))));
+        assert!(matches!(
+            parse("/{a"),
+            Err(PatternError::UnbalancedBraces(_))
+        ));
+        assert!(matches!(
+            parse("/a}"),
+            Err(PatternError::UnbalancedBraces(_))
+        ));
+        assert!(matches!(
+            parse("/}a{"),
+            Err(PatternError::UnbalancedBraces(_))
+        ));
         assert!(matches!(parse("/x{a}"), Err(PatternError::MixedSegment(_))));
         assert_eq!(parse("/{}"), Err(PatternError::EmptyParamName));
         assert_eq!(parse("/{*}"), Err(PatternError::EmptyParamName));
-        assert!(matches!(parse("/{*a}/b"), Err(PatternError::RestNotLast(_))));
-        assert!(matches!(parse("/{a}/{a}"), Err(PatternError::DuplicateParam(_))));
-        assert!(matches!(parse("/{a}/{*a}"), Err(PatternError::DuplicateParam(_))));
-        assert!(matches!(parse("/{a b}"), Err(PatternError::InvalidParamName(_))));
+        assert!(matches!(
+            parse("/{*a}/b"),
+            Err(PatternError::RestNotLast(_))
+        ));
+        assert!(matches!(
+            parse("/{a}/{a}"),
+            Err(PatternError::DuplicateParam(_))
+        ));
+        assert!(matches!(
+            parse("/{a}/{*a}"),
+            Err(PatternError::DuplicateParam(_))
+        ));
+        assert!(matches!(
+            parse("/{a b}"),
+            Err(PatternError::InvalidParamName(_))
+        ));
         assert!(matches!(parse("/a?b"), Err(PatternError::InvalidByte('?'))));
+        assert!(matches!(
+            parse("/caf%c3%a9"),
+            Err(PatternError::NotCanonical { .. })
+        ));
+        assert!(matches!(
+            parse("/%7Euser"),
+            Err(PatternError::NotCanonical { .. })
+        ));
+        assert!(matches!(
+            parse("/a%2Fb"),
+            Err(PatternError::InvalidLiteral { .. })
+        ));
+        assert!(parse("/caf%C3%A9").is_ok());
     }
 
     #[test]

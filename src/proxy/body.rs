@@ -10,6 +10,7 @@
 //!   When it ends or is dropped it hands the byte count to its [`Completion`].
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,7 +77,10 @@ impl RequestProgress {
 pub struct RequestBody {
     inner: Option<Incoming>,
     idle: Duration,
+    /// Armed when the client's body is polled and has nothing: the idle clock only runs
+    /// while the proxy is waiting for the client, not while the upstream is slow to read.
     timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
     progress: Option<Arc<RequestProgress>>,
 }
 
@@ -86,6 +90,7 @@ impl RequestBody {
             inner: None,
             idle: Duration::ZERO,
             timer: None,
+            waiting: false,
             progress: None,
         }
     }
@@ -100,6 +105,7 @@ impl RequestBody {
             inner: Some(body),
             idle,
             timer: None,
+            waiting: false,
             progress: Some(progress.clone()),
         };
         (wrapped, Some(progress))
@@ -133,9 +139,7 @@ impl Body for RequestBody {
                         p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                     }
                 }
-                if let Some(t) = this.timer.as_mut() {
-                    t.as_mut().reset(Instant::now() + this.idle);
-                }
+                this.waiting = false;
                 if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
                     this.finish();
                 }
@@ -150,10 +154,14 @@ impl Body for RequestBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let idle = this.idle;
+                let deadline = Instant::now() + this.idle;
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    this.waiting = true;
+                    timer.as_mut().reset(deadline);
+                }
                 ready!(timer.as_mut().poll(cx));
                 this.inner = None;
                 Poll::Ready(Some(Err(BodyError::IdleTimeout)))
@@ -190,8 +198,10 @@ pin_project_lite::pin_project! {
     pub struct ResponseBody<C: OnComplete> {
         kind: Kind,
         idle: Duration,
+        // Armed when the upstream's body is polled and has nothing (see RequestBody).
         #[pin]
         timer: Option<Sleep>,
+        waiting: bool,
         bytes: u64,
         done: Option<C>,
     }
@@ -230,6 +240,7 @@ impl<C: OnComplete> ResponseBody<C> {
             kind,
             idle,
             timer: None,
+            waiting: false,
             bytes: 0,
             done: None,
         }
@@ -261,10 +272,15 @@ impl<C: OnComplete> Body for ResponseBody<C> {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(inner) => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Pending => {
+                    let deadline = Instant::now() + *this.idle;
                     if this.timer.is_none() {
-                        this.timer.set(Some(tokio::time::sleep(*this.idle)));
+                        this.timer.set(Some(tokio::time::sleep_until(deadline)));
                     }
-                    let timer = this.timer.as_mut().as_pin_mut().expect("timer set");
+                    let mut timer = this.timer.as_mut().as_pin_mut().expect("timer set");
+                    if !*this.waiting {
+                        *this.waiting = true;
+                        timer.as_mut().reset(deadline);
+                    }
                     ready!(timer.poll(cx));
                     tracing::warn!(
                         idle_ms = this.idle.as_millis() as u64,
@@ -274,9 +290,7 @@ impl<C: OnComplete> Body for ResponseBody<C> {
                     return Poll::Ready(Some(Err(BodyError::IdleTimeout)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        t.reset(Instant::now() + *this.idle);
-                    }
+                    *this.waiting = false;
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -72,12 +72,18 @@ impl Forwarder {
         progress: Option<&RequestProgress>,
     ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
         let upstream = pool.upstream;
-        let inflight = pool
-            .pick()
-            .map_err(|retry_after| ProxyError::Unreachable {
+        let inflight = pool.pick().map_err(|retry_after| {
+            let e = ProxyError::Unreachable {
                 upstream,
                 retry_after,
-            })?;
+            };
+            // Every endpoint is ejected: fail fast, counted but not logged per request.
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[upstream.as_str(), "no_endpoint"])
+                .inc();
+            e
+        })?;
         let ep = inflight.endpoint().clone();
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(pool.scheme.clone());

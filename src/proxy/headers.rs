@@ -301,8 +301,10 @@ mod tests {
     use super::*;
 
     fn node(max_hops: usize) -> NodeHeaders {
-        let mut c = Config::default();
-        c.node_id = "n1".into();
+        let mut c = Config {
+            node_id: "n1".into(),
+            ..Config::default()
+        };
         c.limits.max_hops = max_hops;
         NodeHeaders::new(&c, "sha256:abc")
     }

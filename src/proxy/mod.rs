@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
 use crate::config::Config;
@@ -142,13 +142,20 @@ impl Gateway {
 
     fn pool(&self, t: Target) -> &Pool {
         match t {
-            Target::Ide => self.ide.as_deref().expect("the role table only picks ide when configured"),
+            Target::Ide => self
+                .ide
+                .as_deref()
+                .expect("the role table only picks ide when configured"),
             Target::Local | Target::Fleet => &self.fleet,
         }
     }
 
     /// Handle one request from the data listener.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<Body> {
         conn.seen_request.store(true, Ordering::Relaxed);
         let snap = self.snapshot.load_full();
         let (mut parts, body) = req.into_parts();
@@ -204,7 +211,12 @@ impl Gateway {
             tls: conn.tls,
             version: parts.version,
         };
-        headers::forward_request(&mut parts.headers, parts.uri.authority(), &client, &snap.node);
+        headers::forward_request(
+            &mut parts.headers,
+            parts.uri.authority(),
+            &client,
+            &snap.node,
+        );
 
         // A degradable ide-only read keeps what it needs to be served locally instead.
         let degradable = degrade
@@ -226,7 +238,8 @@ impl Gateway {
             let mut req = Request::new(RequestBody::empty());
             *req.method_mut() = method;
             *req.headers_mut() = headers;
-            target_degraded(&mut ex);
+            // Served locally: through the fleet pool, marked degraded.
+            ex.target = Some(Target::Fleet);
             degraded = true;
             sent = self.forwarder.send(&self.fleet, req, pq, None).await;
         }
@@ -240,7 +253,11 @@ impl Gateway {
         if switching {
             match client_upgrade {
                 Some(on) => self.forwarder.tunnel(on, &mut resp),
-                None => return ex.reject(ProxyError::UpstreamFailed { upstream: target.upstream() }),
+                None => {
+                    return ex.reject(ProxyError::UpstreamFailed {
+                        upstream: target.upstream(),
+                    })
+                }
             }
         }
         ex.upstream = Some(inflight.endpoint().addr);
@@ -257,13 +274,11 @@ impl Gateway {
             || resp.status() == StatusCode::NO_CONTENT
             || resp.status() == StatusCode::NOT_MODIFIED;
         let (head, body) = resp.into_parts();
-        Response::from_parts(head, ResponseBody::upstream(body, idle).on_complete(ex, no_body))
+        Response::from_parts(
+            head,
+            ResponseBody::upstream(body, idle).on_complete(ex, no_body),
+        )
     }
-}
-
-/// A degraded request leaves through the fleet pool.
-fn target_degraded(ex: &mut Exchange) {
-    ex.target = Some(Target::Fleet);
 }
 
 /// The canonical request target for the upstream: the normalized path plus the query,

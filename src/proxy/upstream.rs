@@ -46,7 +46,8 @@ impl Endpoint {
     fn new(addr: SocketAddr) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             addr,
-            authority: Authority::try_from(addr.to_string()).expect("socket address is an authority"),
+            authority: Authority::try_from(addr.to_string())
+                .expect("socket address is an authority"),
             outstanding: AtomicUsize::new(0),
             ejected: AtomicBool::new(false),
             health: Mutex::new(Health {
@@ -101,7 +102,11 @@ pub struct Pool {
 impl Pool {
     /// Build the pool; IP literals are ready at once, DNS names are resolved by
     /// [`Pool::refresh_dns`] (called once by the server before it reports ready).
-    pub fn new(upstream: Upstream, urls: Vec<UpstreamUrl>, metrics: Arc<crate::metrics::Metrics>) -> Pool {
+    pub fn new(
+        upstream: Upstream,
+        urls: Vec<UpstreamUrl>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Pool {
         let eps = urls
             .iter()
             .filter_map(|u| u.ip().map(|ip| Endpoint::new(SocketAddr::new(ip, u.port))))
@@ -172,7 +177,7 @@ impl Pool {
             .ejections
             .with_label_values(&[self.upstream.as_str()])
             .inc();
-        tracing::warn!(upstream = self.upstream.as_str(), endpoint = %ep.addr, "endpoint refused a connection; ejected");
+        tracing::info!(upstream = self.upstream.as_str(), endpoint = %ep.addr, backoff_ms = h.backoff.as_millis() as u64, "endpoint ejected after a failed connect");
     }
 
     /// Probe every ejected endpoint whose back-off has passed with a TCP connect.
@@ -183,7 +188,8 @@ impl Pool {
                 continue;
             }
             let ok = matches!(
-                tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(ep.addr)).await,
+                tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(ep.addr))
+                    .await,
                 Ok(Ok(_))
             );
             let mut h = ep.health.lock().unwrap();
@@ -274,7 +280,11 @@ mod tests {
                 port: 1000 + i,
             })
             .collect();
-        Pool::new(Upstream::Fleet, urls, Arc::new(crate::metrics::Metrics::new()))
+        Pool::new(
+            Upstream::Fleet,
+            urls,
+            Arc::new(crate::metrics::Metrics::new()),
+        )
     }
 
     #[test]

@@ -1,0 +1,291 @@
+//! The real binary: `check` and `serve` configuration errors (exit 78, file/line/key in
+//! the message), environment overrides, SIGTERM (exit 0), curl against `serve`, and the
+//! examples `fleetgate demo` prints.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_fleetgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = Command::new(EXE);
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.env_remove("FLEETGATE_CONFIG");
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn valid_config(
+    _dir: &TempDir,
+    routes: &std::path::Path,
+    listen: u16,
+    admin: u16,
+    fleet: u16,
+) -> String {
+    format!(
+        "node_id = \"cli-1\"\nrole = \"serve\"\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         routes = \"{}\"\nlog_format = \"json\"\n[upstreams]\nfleet = [\"http://127.0.0.1:{fleet}\"]\n\
+         [timeouts]\ndrain_delay = 0\n",
+        routes.display()
+    )
+}
+
+#[test]
+fn check_accepts_a_valid_configuration() {
+    let routes = manifest_dir();
+    let dir = TempDir::new("cli");
+    let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
+    let (code, out) = run(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn configuration_errors_exit_78_naming_file_line_and_key() {
+    let routes = manifest_dir();
+    let dir = TempDir::new("cli");
+    let base = valid_config(&dir, routes.path(), 1, 2, 3);
+    let cases = [
+        (
+            "unknown.toml",
+            format!("{base}[limits]\nmax_hopz = 3\n"),
+            "limits.max_hopz",
+            "unknown key",
+        ),
+        (
+            "badvalue.toml",
+            base.replace("role = \"serve\"", "role = \"edge\""),
+            "role",
+            "serve, ide, worker, all",
+        ),
+        (
+            "badtype.toml",
+            format!("{base}connect = \"soon\"\n"),
+            "timeouts.connect",
+            "integer",
+        ),
+        ("syntax.toml", format!("{base}= nope\n"), "", ""),
+    ];
+    for (name, text, key, expected) in cases {
+        let cfg = dir.write(name, &text);
+        for cmd in ["check", "serve"] {
+            let (code, out) = run(&[cmd, "--config", cfg.to_str().unwrap()], &[]);
+            assert_eq!(code, 78, "{cmd} {name}: {out}");
+            assert!(out.contains(name), "{cmd} {name}: names the file: {out}");
+            assert!(
+                out.contains(key) && out.contains(expected),
+                "{cmd} {name}: {out}"
+            );
+            let line_no = text
+                .lines()
+                .position(|l| l.contains(key.rsplit('.').next().unwrap()))
+                .map(|i| i + 1);
+            if let (false, Some(n)) = (key.is_empty(), line_no) {
+                assert!(
+                    out.contains(&format!("{name}:{n}:")),
+                    "{cmd} {name}: names line {n}: {out}"
+                );
+            }
+        }
+    }
+    let (code, out) = run(&["check", "--config", "/nonexistent/fleetgate.toml"], &[]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("/nonexistent/fleetgate.toml"));
+}
+
+#[test]
+fn environment_overrides_are_validated_and_named() {
+    let routes = manifest_dir();
+    let dir = TempDir::new("cli");
+    let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
+    let (code, out) = run(
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("FLEETGATE_LISTEN", "not-an-address")],
+    );
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains("FLEETGATE_LISTEN") && out.contains("listen"),
+        "{out}"
+    );
+    let (code, out) = run(
+        &["check"],
+        &[
+            ("FLEETGATE_ROUTES", routes.path().to_str().unwrap()),
+            ("FLEETGATE_ROLE", "worker"),
+        ],
+    );
+    assert_eq!(code, 0, "no file: defaults plus the environment: {out}");
+    assert!(out.contains("worker"), "{out}");
+}
+
+#[test]
+fn a_broken_manifest_exits_78_with_its_diagnostic() {
+    let routes = TempDir::new("badroutes");
+    routes.write(
+        "10-bad.toml",
+        "[[rule]]\npath = \"/x\"\nclass = \"nowhere\"\nwhy = \"?\"\n",
+    );
+    let dir = TempDir::new("cli");
+    let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
+    for cmd in ["check", "serve"] {
+        let (code, out) = run(&[cmd, "--config", cfg.to_str().unwrap()], &[]);
+        assert_eq!(code, 78, "{cmd}: {out}");
+        assert!(out.contains("10-bad.toml"), "{cmd}: {out}");
+    }
+}
+
+/// Poll `url` until it answers 200 (bounded).
+fn wait_ready(admin: u16) -> bool {
+    use std::io::{Read, Write};
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_curl_and_exits_0_on_sigterm() {
+    let routes = manifest_dir();
+    let fleet = upstream("fleet").await;
+    let dir = TempDir::new("cli");
+    let (listen, admin) = (free_port(), free_port());
+    let cfg = dir.write(
+        "serve.toml",
+        &valid_config(&dir, routes.path(), listen, admin, fleet.addr.port()),
+    );
+    let mut child = Command::new(EXE)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = tokio::task::spawn_blocking(move || wait_ready(admin))
+        .await
+        .unwrap();
+    assert!(ready, "serve became ready");
+
+    let a = get(&format!("http://127.0.0.1:{listen}/api/w1/runs/1")).await;
+    assert_eq!((a.status.as_u16(), a.server()), (200, "fleet".to_string()));
+    assert_eq!(a.header("x-fleetgate-served-by"), Some("serve@cli-1"));
+
+    let curl = Command::new("curl").arg("--version").output();
+    if curl.is_ok_and(|o| o.status.success()) {
+        for extra in [None, Some("--http2-prior-knowledge")] {
+            let mut c = Command::new("curl");
+            c.args(["-s", "-i", "--max-time", "10"]);
+            if let Some(e) = extra {
+                c.arg(e);
+            }
+            let out = c
+                .arg(format!("http://127.0.0.1:{listen}/api/w1/runs/1"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            assert!(
+                text.contains("x-fleetgate-target: fleet"),
+                "curl {extra:?}: {text}"
+            );
+            assert!(
+                text.contains("\"server\":\"fleet\""),
+                "curl {extra:?}: {text}"
+            );
+        }
+    } else {
+        println!("note: curl is not installed; skipping the curl part of this test");
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "exit 0 after SIGTERM");
+}
+
+#[tokio::test]
+async fn demo_examples_show_what_they_advertise() {
+    let routes = fleetgate::demo::routes_dir();
+    if !routes.join("10-workspace.toml").exists() && std::fs::read_dir(&routes).is_err() {
+        println!("note: no shipped routes/ directory; skipping");
+        return;
+    }
+    let demo = fleetgate::demo::start(&routes).await.expect("demo starts");
+    assert!(demo.examples.len() >= 3, "{:?}", demo.examples);
+    let base = format!("http://{}", demo.server.addr);
+    for ex in &demo.examples {
+        let url = format!("{base}{}", ex.target);
+        let headers: Vec<(&str, &str)> = ex
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let a = send(ex.method, &url, &headers).await;
+        assert_eq!(
+            a.status.as_u16(),
+            ex.expect_status,
+            "{}: {}",
+            ex.title,
+            ex.curl(&base)
+        );
+        assert_eq!(
+            a.header("x-fleetgate-target"),
+            ex.expect_target,
+            "{}",
+            ex.title
+        );
+        if let Some(server) = ex.expect_server {
+            assert_eq!(a.server(), server, "{}", ex.title);
+        }
+        assert!(ex.curl(&base).starts_with("curl "));
+    }
+    assert!(demo
+        .examples
+        .iter()
+        .any(|e| e.title.starts_with("ide-only")));
+    assert!(demo
+        .examples
+        .iter()
+        .any(|e| e.title.starts_with("fleet-ok")));
+    assert!(demo.examples.iter().any(|e| e.expect_status == 508));
+    demo.server.shutdown().await;
+}

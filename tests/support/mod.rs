@@ -1,0 +1,505 @@
+//! Shared helpers for the proxy integration tests: a recording hyper upstream with a few
+//! special behaviours, a manifest in a temporary directory, the proxy started in-process,
+//! and small client helpers. Everything listens on 127.0.0.1 port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetgate::config::{Config, Role, UpstreamUrl};
+use fleetgate::server::{self, RunningServer};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+pub const MIB: u64 = 1 << 20;
+
+/// The manifest the tests route by.
+pub const MANIFEST: &str = r#"
+[manifest]
+default_class = "fleet-ok"
+aliases = [{ from = "/v1", to = "/api" }]
+
+[[rule]]
+path = "/api/{ws}/{*rest}"
+class = "ide-only"
+tenant = "ws"
+why = "touches the working copy"
+
+[[rule]]
+methods = ["GET"]
+path = "/api/{ws}/runs/{id}"
+class = "fleet-ok"
+tenant = "ws"
+why = "runs are database rows (a carve-out)"
+
+[[rule]]
+methods = ["GET"]
+path = "/preview/{id}"
+class = "ide-only"
+degrade = true
+why = "previews render the working copy; a stale one from a replica will do"
+
+[[rule]]
+path = "/ws/{*rest}"
+class = "ide-only"
+why = "a live socket to a process on the ide"
+"#;
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "fleetgate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A manifest directory with [`MANIFEST`].
+pub fn manifest_dir() -> TempDir {
+    let d = TempDir::new("routes");
+    d.write("10-test.toml", MANIFEST);
+    d
+}
+
+/// What an upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+}
+
+/// Shared state of a test upstream.
+pub struct UpstreamState {
+    pub name: &'static str,
+    /// `/hold` and `/sse` wait for this.
+    pub release: Notify,
+    pub seen: Mutex<Vec<Seen>>,
+    /// Body bytes received by `/upload`.
+    pub received: AtomicU64,
+    /// Body bytes produced by `/download`.
+    pub sent: AtomicU64,
+    /// Body bytes the test client has read from `/download` (the test updates it).
+    pub client_received: Arc<AtomicU64>,
+    /// Largest `sent - client_received` seen while producing `/download`.
+    pub max_gap: AtomicU64,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> UpstreamUrl {
+        url(self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+pub fn url(addr: SocketAddr) -> UpstreamUrl {
+    UpstreamUrl {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+/// Start a recording upstream named `name`. Behaviour by path:
+/// `/hold…` answers after `release`; `/sse…` streams `data: 1`, waits for `release`, then
+/// `data: 2`; `/cookies` sets two cookies; `/reset` promises 1000 bytes and dies after 10;
+/// `/drop` closes the connection without answering; `/upload` counts the body;
+/// `/download/N` streams N MiB; an `Upgrade: websocket` request is echoed. Everything else
+/// answers JSON `{server, method, path, query}` after reading the body.
+pub async fn upstream(name: &'static str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(UpstreamState {
+        name,
+        release: Notify::new(),
+        seen: Mutex::new(Vec::new()),
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        client_received: Arc::new(AtomicU64::new(0)),
+        max_gap: AtomicU64::new(0),
+    });
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let st = st.clone();
+                    handle(st, req)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, state }
+}
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+async fn handle(
+    st: Arc<UpstreamState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, BoxError> {
+    let path = req.uri().path().to_string();
+    st.seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        query: req.uri().query().map(String::from),
+        headers: req.headers().clone(),
+    });
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(websocket_echo(&mut req));
+    }
+    if path.starts_with("/drop") {
+        return Err("dropping the connection".into());
+    }
+    if path.contains("/upload") {
+        let mut body = req.into_body();
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f?.into_data() {
+                st.received.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        return Ok(Response::new(full(
+            st.received.load(Ordering::Relaxed).to_string(),
+        )));
+    }
+    let received = req.into_body().collect().await?.to_bytes().len();
+    if path.contains("/hold") {
+        st.release.notified().await;
+    }
+    if let Some(n) = path.split("/download/").nth(1) {
+        let mib: u64 = n.parse().unwrap_or(1);
+        let body = Producer {
+            left: mib * MIB,
+            st: st.clone(),
+        };
+        return Ok(Response::new(body.boxed()));
+    }
+    if path.contains("/sse") {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let st2 = st.clone();
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: 1\n\n"))))
+                .await;
+            st2.release.notified().await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: 2\n\n"))))
+                .await;
+        });
+        let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+        let mut r = Response::new(BodyExt::boxed(body));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        return Ok(r);
+    }
+    if path.contains("/reset") {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"0123456789"))))
+                .await;
+            let _ = tx.send(Err("upstream gives up".into())).await;
+        });
+        let mut r = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(
+            tokio_stream_from(rx),
+        )));
+        r.headers_mut()
+            .insert("content-length", "1000".parse().unwrap());
+        return Ok(r);
+    }
+    let body = serde_json::json!({
+        "server": st.name,
+        "path": path,
+        "body_bytes": received,
+    });
+    let mut r = Response::new(full(body.to_string()));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
+    if path.contains("/cookies") {
+        r.headers_mut().append("set-cookie", "a=1".parse().unwrap());
+        r.headers_mut().append("set-cookie", "b=2".parse().unwrap());
+    }
+    Ok(r)
+}
+
+/// An mpsc receiver as a `Stream` (no tokio-stream dependency).
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + Sync + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn websocket_echo(req: &mut Request<Incoming>) -> Response<TestBody> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            WsRole::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+            if ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("connection", "upgrade".parse().unwrap());
+    h.insert("sec-websocket-accept", key.parse().unwrap());
+    r
+}
+
+/// Streams `left` bytes in 64 KiB chunks, recording how far ahead of the client it is.
+struct Producer {
+    left: u64,
+    st: Arc<UpstreamState>,
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+impl Body for Producer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK.len() as u64);
+        self.left -= n;
+        let sent = self.st.sent.fetch_add(n, Ordering::Relaxed) + n;
+        let gap = sent.saturating_sub(self.st.client_received.load(Ordering::Relaxed));
+        self.st.max_gap.fetch_max(gap, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK[..n as usize],
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// A request body of `left` bytes that records the largest `sent - received` it sees,
+/// where `received` is what the upstream has counted so far.
+pub struct CountingUpload {
+    pub left: u64,
+    pub sent: u64,
+    pub received: Arc<UpstreamState>,
+    pub max_gap: Arc<AtomicU64>,
+}
+
+impl Body for CountingUpload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK.len() as u64);
+        self.left -= n;
+        self.sent += n;
+        let gap = self
+            .sent
+            .saturating_sub(self.received.received.load(Ordering::Relaxed));
+        self.max_gap.fetch_max(gap, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK[..n as usize],
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// A config for a proxy on loopback with the given role and upstreams.
+pub fn config(role: Role, routes: &Path, fleet: &[SocketAddr], ide: Option<SocketAddr>) -> Config {
+    let mut c = Config {
+        node_id: "test-node".into(),
+        role,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        routes: routes.to_path_buf(),
+        access_log: false,
+        ..Config::default()
+    };
+    c.upstreams.fleet = fleet.iter().map(|a| url(*a)).collect();
+    c.upstreams.ide = ide.map(url);
+    c.timeouts.drain_delay = Duration::ZERO;
+    c.timeouts.shutdown = Duration::from_secs(5);
+    c
+}
+
+pub async fn start(config: Config) -> RunningServer {
+    server::start(config).await.expect("proxy starts")
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>
+{
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `server` field of the upstream's JSON answer.
+    pub fn server(&self) -> String {
+        self.json()["server"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// One request with the given method and headers; the body read in full.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(Empty::new().map_err(|e| match e {}).boxed())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("response within 20 s")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Answer {
+    send("GET", url, &[]).await
+}
+
+/// Raw bytes to `addr`; everything read until the server closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(data).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// The proxy's metrics text.
+pub async fn metrics(server: &RunningServer) -> String {
+    let a = get(&format!("http://{}/metrics", server.admin_addr)).await;
+    String::from_utf8(a.body.to_vec()).unwrap()
+}
+
+/// Count headers by name.
+pub fn header_counts(h: &HeaderMap) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for k in h.keys() {
+        m.insert(k.as_str().to_string(), h.get_all(k).iter().count());
+    }
+    m
+}
