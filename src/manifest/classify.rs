@@ -122,20 +122,33 @@ impl Manifest {
 
     /// Walk the DFA over the concatenated input; return the most specific matching
     /// pattern (lowest ID) whose `when` conditions hold.
+    ///
+    /// Inside a parameter the DFA loops on every byte but `/`; such states are
+    /// "accelerated", and the walk jumps to the next byte that can leave the state with
+    /// `memchr` instead of stepping through a long id or hash byte by byte.
     #[inline]
-    fn best_match<A: Automaton>(
-        &self,
-        dfa: &A,
-        input: &[&[u8]; 4],
-        req: &RequestParts<'_>,
-    ) -> Option<usize> {
+    fn best_match<A: Automaton>(&self, dfa: &A, input: &[&[u8]; 4], req: &RequestParts<'_>) -> Option<usize> {
         let mut state = self.start;
         for part in input {
-            for &b in *part {
-                state = dfa.next_state(state, b);
-            }
-            if dfa.is_dead_state(state) {
-                return None;
+            let mut at = 0;
+            while at < part.len() {
+                state = dfa.next_state(state, part[at]);
+                at += 1;
+                if dfa.is_special_state(state) {
+                    if dfa.is_dead_state(state) {
+                        return None;
+                    }
+                    if dfa.is_accel_state(state) {
+                        let rest = &part[at..];
+                        let skip = match *dfa.accelerator(state) {
+                            [a] => memchr::memchr(a, rest),
+                            [a, b] => memchr::memchr2(a, b, rest),
+                            [a, b, c] => memchr::memchr3(a, b, c, rest),
+                            _ => Some(0),
+                        };
+                        at += skip.unwrap_or(rest.len());
+                    }
+                }
             }
         }
         state = dfa.next_eoi_state(state);

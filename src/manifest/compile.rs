@@ -276,7 +276,7 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
                 .start_kind(StartKind::Anchored)
                 .minimize(false)
                 .byte_classes(true)
-                .accelerate(false),
+                .accelerate(true),
         )
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false).shrink(false))
