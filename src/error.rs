@@ -93,6 +93,16 @@ impl ProxyError {
         }
     }
 
+    /// The upstream pool the error came from, for errors of an upstream exchange.
+    pub fn upstream(&self) -> Option<Upstream> {
+        match self {
+            ProxyError::Unreachable { upstream, .. }
+            | ProxyError::FirstByteTimeout { upstream }
+            | ProxyError::UpstreamFailed { upstream } => Some(*upstream),
+            _ => None,
+        }
+    }
+
     /// Does the ide role have to answer this? (`x-fleetgate-required-role: ide`)
     fn needs_ide(&self) -> bool {
         matches!(

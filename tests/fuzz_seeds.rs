@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use fleetgate::fuzz_support;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// The body of one fuzz target.
+type Body = fn(&[u8]);
+
+const TARGETS: &[(&str, Body)] = &[
     ("normalize_path", fuzz_support::normalize_path),
     ("parse_pattern", fuzz_support::parse_pattern),
     ("load_manifest", fuzz_support::load_manifest),

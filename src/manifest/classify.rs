@@ -127,7 +127,12 @@ impl Manifest {
     /// "accelerated", and the walk jumps to the next byte that can leave the state with
     /// `memchr` instead of stepping through a long id or hash byte by byte.
     #[inline]
-    fn best_match<A: Automaton>(&self, dfa: &A, input: &[&[u8]; 4], req: &RequestParts<'_>) -> Option<usize> {
+    fn best_match<A: Automaton>(
+        &self,
+        dfa: &A,
+        input: &[&[u8]; 4],
+        req: &RequestParts<'_>,
+    ) -> Option<usize> {
         let mut state = self.start;
         for part in input {
             let mut at = 0;

@@ -7,7 +7,7 @@
 //! * [`ResponseBody`] is what the client receives: a short local answer, or the upstream's
 //!   body frame by frame, failing (so hyper aborts the connection / resets the stream)
 //!   when the upstream stalls or resets mid-body — never a silently truncated success.
-//!   When it ends or is dropped it hands the byte count to its [`Completion`].
+//!   When it ends or is dropped it hands the byte count to its [`OnComplete`] hook.
 
 use std::fmt;
 use std::future::Future;
@@ -109,6 +109,11 @@ impl RequestBody {
             progress: Some(progress.clone()),
         };
         (wrapped, Some(progress))
+    }
+
+    /// The progress handle, while the body is still being streamed.
+    pub fn progress(&self) -> Option<&Arc<RequestProgress>> {
+        self.progress.as_ref()
     }
 
     fn finish(&mut self) {

@@ -156,6 +156,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// What the forwarding headers say about the client side of this request.
+#[derive(Debug, Clone, Copy)]
 pub struct ClientSide {
     pub ip: IpAddr,
     pub tls: bool,

@@ -2,25 +2,57 @@
 //! (DESIGN.md §1):
 //!
 //! ```text
-//! normalize -> probe short-circuit -> classify -> target -> [guard, admit: later] -> forward -> respond
+//! Gateway::handle                    the front: plain steps, in order
+//!   1. normalize                      400
+//!   2. probe short-circuit            /healthz, /readyz
+//!   3. classify                       class, rule, tenant
+//!   4. target                         local | fleet | ide | 421
+//!      -> Request<RequestBody> with a `Routed` extension (the decision)
+//!   5. ProxyStack (tower)            the back: one layer per concern
+//!        [super_read_only guard]      later issue
+//!        [admission control]          later issue
+//!        LoopGuard                    508                  loop_guard.rs
+//!        ForwardHeaders               header hygiene       forward_headers.rs
+//!        Forward                      pool, degrade, 502/504, upgrades   forward.rs
+//!      -> Response<Forwarded>, or a ProxyError
+//!   6. respond                        stamps; metrics + access log at body end
 //! ```
 //!
 //! [`Gateway::handle`] reads top to bottom in that order. Each step either passes the
-//! request on or answers it with a [`ProxyError`] (mapped to HTTP in [`crate::error`]).
-//! The manifest and reloadable config are one [`Snapshot`] behind an `ArcSwap`, loaded
-//! once per request, so a request sees one consistent snapshot from start to end. The
-//! decision travels in an [`Exchange`], which becomes the response body's completion
-//! hook: metrics and the access log are written when the body ends.
+//! request on or answers it with a [`ProxyError`], mapped to HTTP in one place
+//! ([`crate::error`]). The manifest and reloadable config are one [`Snapshot`] behind an
+//! `ArcSwap`, loaded once per request, so a request sees one consistent snapshot from
+//! start to end.
 //!
-//! * [`headers`]: hygiene, forwarding headers, loop guard, stamps.
+//! The decision is computed once, in steps 3 and 4, and travels with the request in its
+//! extensions as a [`Routed`] (a [`RouteDecision`], the snapshot, the normalized path, the
+//! client side); no layer re-parses the path. The stack ([`ProxyStack`]) is a
+//! `tower::Service<Request<RequestBody>, Error = ProxyError>` built once in
+//! [`Gateway::new`] with `ServiceBuilder`; each request calls a clone of it. Its layers
+//! apply no backpressure (`poll_ready` is always ready): the guard and admission control
+//! slot in above the loop guard and answer with `503` + `Retry-After` instead of waiting.
+//!
+//! Allocation: the layers' futures are named types; the innermost [`Forward`] future is
+//! the one boxed future per request. The [`Exchange`] collects what happened and becomes
+//! the response body's completion hook: metrics and the access log are written when the
+//! body ends.
+//!
+//! * [`routed`]: the decision that travels in the request's extensions.
+//! * [`loop_guard`]: the `508` layer.
+//! * [`forward_headers`]: the header hygiene layer, both directions.
+//! * [`forward`]: the innermost service: pool choice, degrade fallback, upgrade tunnels;
+//!   the client, timeouts, retries.
+//! * [`headers`]: the header rules: hygiene, forwarding headers, loop check, stamps.
 //! * [`target`]: the role table.
 //! * [`upstream`]: pools, balancing, ejection, DNS.
-//! * [`forward`]: the client, timeouts, retries, upgrade tunnels.
 //! * [`body`]: streaming bodies with idle timeouts and byte counts.
 
 pub mod body;
 pub mod forward;
+pub mod forward_headers;
 pub mod headers;
+pub mod loop_guard;
+pub mod routed;
 pub mod target;
 pub mod upstream;
 
@@ -35,17 +67,20 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
-use hyper::upgrade::OnUpgrade;
+use hyper::body::Incoming;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::manifest::{Class, Manifest, RequestParts};
 use crate::metrics::Metrics;
 use body::{OnComplete, RequestBody, RequestProgress, ResponseBody};
-use forward::Forwarder;
+use forward::{Forward, Forwarded, Forwarder};
+use forward_headers::{ForwardHeaders, ForwardHeadersLayer};
 use headers::{ClientSide, NodeHeaders, Stamp};
-use target::{Route, Target};
+use loop_guard::{LoopGuard, LoopGuardLayer};
+pub use routed::{RouteDecision, Routed};
+use target::{Route, Target, Upstream};
 use upstream::{InFlight, Pool};
 
 /// The body of every response the data listener sends.
@@ -82,10 +117,16 @@ pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
     pub fleet: Arc<Pool>,
     pub ide: Option<Arc<Pool>>,
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
     pub metrics: Arc<Metrics>,
+    /// Built once; cloned (a few `Arc`s) for each request.
+    stack: ProxyStack,
     phase: AtomicU8,
 }
+
+/// Everything from the loop guard to the upstream's response head, as one service:
+/// [`LoopGuard`] → [`ForwardHeaders`] → [`Forward`].
+pub type ProxyStack = LoopGuard<ForwardHeaders<Forward>>;
 
 /// Per-connection facts the pipeline needs.
 pub struct ConnInfo {
@@ -108,7 +149,7 @@ impl ConnInfo {
 impl Gateway {
     pub fn new(config: Arc<Config>, manifest: Manifest, metrics: Arc<Metrics>) -> Gateway {
         let fleet = Arc::new(Pool::new(
-            target::Upstream::Fleet,
+            Upstream::Fleet,
             config.upstreams.fleet.clone(),
             metrics.clone(),
         ));
@@ -116,14 +157,20 @@ impl Gateway {
             .upstreams
             .ide
             .clone()
-            .map(|u| Arc::new(Pool::new(target::Upstream::Ide, vec![u], metrics.clone())));
-        let forwarder = Forwarder::new(&config.timeouts, metrics.clone());
+            .map(|u| Arc::new(Pool::new(Upstream::Ide, vec![u], metrics.clone())));
+        let forwarder = Arc::new(Forwarder::new(&config.timeouts, metrics.clone()));
+        let stack = ServiceBuilder::new()
+            // The super_read_only guard, then admission control, go here, before the loop guard.
+            .layer(LoopGuardLayer::new())
+            .layer(ForwardHeadersLayer::new())
+            .service(Forward::new(forwarder.clone(), fleet.clone(), ide.clone()));
         Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, manifest)),
             fleet,
             ide,
             forwarder,
             metrics,
+            stack,
             phase: AtomicU8::new(Phase::Starting as u8),
         }
     }
@@ -140,17 +187,7 @@ impl Gateway {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
-    fn pool(&self, t: Target) -> &Pool {
-        match t {
-            Target::Ide => self
-                .ide
-                .as_deref()
-                .expect("the role table only picks ide when configured"),
-            Target::Local | Target::Fleet => &self.fleet,
-        }
-    }
-
-    /// Handle one request from the data listener.
+    /// Handle one request from the data listener: the steps of DESIGN.md §1, in order.
     pub async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -162,122 +199,68 @@ impl Gateway {
         let mut ex = Exchange::new(self.clone(), snap.clone(), &parts);
 
         // 1. normalize: one canonical path, used for classification and upstream alike.
-        let pq = match normalized_target(&parts.uri) {
+        let path = match normalized_target(&parts.uri) {
             Ok(pq) => pq,
             Err(e) => return ex.reject(e),
         };
-        ex.path = pq.clone();
+        ex.path = path.clone();
 
         // 2. probe short-circuit: /healthz and /readyz are answered here, never forwarded.
-        if let Some((status, json)) = crate::admin::probe(self, pq.path()) {
+        if let Some((status, json)) = crate::admin::probe(self, path.path()) {
             return probe_response(status, json);
         }
 
         // 3. classify (no allocation).
-        let decision = snap.manifest.classify(&RequestParts {
+        let classified = snap.manifest.classify(&RequestParts {
             method: parts.method.as_str(),
-            path: pq.path(),
-            query: pq.query(),
+            path: path.path(),
+            query: path.query(),
             headers: &parts.headers,
         });
-        ex.class = Some(decision.class);
-        ex.rule = decision.rule_index;
-        ex.tenant = decision.tenant.and_then(|t| span_in(pq.path(), t));
-        let degrade = decision.rule.is_some_and(|r| r.degrade);
+        let tenant = classified.tenant.and_then(|t| span_in(path.path(), t));
+        ex.class = Some(classified.class);
+        ex.rule = classified.rule_index;
+        ex.tenant = tenant;
 
         // 4. target: the role table.
         let ide_configured = self.ide.is_some();
-        let target = match target::route(snap.config.role, decision.class, ide_configured) {
+        let target = match target::route(snap.config.role, classified.class, ide_configured) {
             Route::Forward(t) => t,
             Route::Misdirected => return ex.reject(ProxyError::Misdirected),
         };
         ex.target = Some(target);
 
-        // (Later issues slot in here: the super_read_only guard, then admission control.)
-
-        // 5. forward: loop guard, header hygiene, streaming, upgrades, timeouts.
-        if let Err(e) = headers::check_loop(&parts.headers, &snap.node) {
-            return ex.reject(e);
-        }
-        let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
-        let client_upgrade = if upgrade {
-            parts.extensions.remove::<OnUpgrade>()
-        } else {
-            None
+        // The decision is made; from here on it travels with the request.
+        let decision = RouteDecision {
+            class: classified.class,
+            rule_index: classified.rule_index,
+            tenant,
+            target,
+            degrade: classified.rule.is_some_and(|r| r.degrade),
         };
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let client = ClientSide {
             ip: conn.remote.ip(),
             tls: conn.tls,
             version: parts.version,
         };
-        headers::forward_request(
-            &mut parts.headers,
-            parts.uri.authority(),
-            &client,
-            &snap.node,
-        );
+        let (body, progress) = RequestBody::new(body, snap.config.timeouts.idle);
+        ex.progress = progress;
+        parts.extensions.insert(Routed {
+            decision,
+            snapshot: snap,
+            path,
+            client,
+        });
+        let routed = Request::from_parts(parts, body);
 
-        // A degradable ide-only read keeps what it needs to be served locally instead.
-        let degradable = degrade
-            && target == Target::Ide
-            && matches!(parts.method, Method::GET | Method::HEAD)
-            && body.is_end_stream();
-        let fallback = degradable.then(|| (parts.method.clone(), parts.headers.clone()));
+        // 5. guard, admit, forward: the proxy stack (built in `Gateway::new`).
+        let answer = self.stack.clone().oneshot(routed).await;
 
-        let idle = snap.config.timeouts.idle;
-        let (req_body, progress) = RequestBody::new(body, idle);
-        ex.progress = progress.clone();
-        let request = Request::from_parts(parts, req_body);
-        let mut sent = self
-            .forwarder
-            .send(self.pool(target), request, pq.clone(), progress.as_deref())
-            .await;
-        let mut degraded = false;
-        if let (Err(ProxyError::Unreachable { .. }), Some((method, headers))) = (&sent, fallback) {
-            let mut req = Request::new(RequestBody::empty());
-            *req.method_mut() = method;
-            *req.headers_mut() = headers;
-            // Served locally: through the fleet pool, marked degraded.
-            ex.target = Some(Target::Fleet);
-            degraded = true;
-            sent = self.forwarder.send(&self.fleet, req, pq, None).await;
+        // 6. respond: stamps; metrics and access log when the body ends.
+        match answer {
+            Ok(resp) => ex.respond(resp),
+            Err(e) => ex.fail(e),
         }
-        let (mut resp, inflight) = match sent {
-            Ok(r) => r,
-            Err(e) => return ex.reject_with(e, degraded),
-        };
-
-        // 6. respond: tunnel, hygiene, stamps; metrics and access log when the body ends.
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            match client_upgrade {
-                Some(on) => self.forwarder.tunnel(on, &mut resp),
-                None => {
-                    return ex.reject(ProxyError::UpstreamFailed {
-                        upstream: target.upstream(),
-                    })
-                }
-            }
-        }
-        ex.upstream = Some(inflight.endpoint().addr);
-        ex.inflight = Some(inflight);
-        headers::strip_hop_by_hop(resp.headers_mut(), switching);
-        let stamp = Stamp {
-            target: Some(ex.target.unwrap_or(target)),
-            degraded,
-        };
-        headers::stamp_response(resp.headers_mut(), &snap.node, &stamp);
-        ex.status = resp.status();
-        let no_body = ex.method == Method::HEAD
-            || resp.status().is_informational()
-            || resp.status() == StatusCode::NO_CONTENT
-            || resp.status() == StatusCode::NOT_MODIFIED;
-        let (head, body) = resp.into_parts();
-        Response::from_parts(
-            head,
-            ResponseBody::upstream(body, idle).on_complete(ex, no_body),
-        )
     }
 }
 
@@ -356,6 +339,40 @@ impl Exchange {
             progress: None,
             inflight: None,
         }
+    }
+
+    /// Step 6 for an upstream's answer: stamp it and attach the completion hook.
+    fn respond(mut self, resp: Response<Forwarded>) -> Response<Body> {
+        let (mut head, forwarded) = resp.into_parts();
+        if forwarded.degraded {
+            // Served locally: through the fleet pool.
+            self.target = Some(Target::Fleet);
+        }
+        self.upstream = Some(forwarded.inflight.endpoint().addr);
+        self.inflight = Some(forwarded.inflight);
+        let stamp = Stamp {
+            target: self.target,
+            degraded: forwarded.degraded,
+        };
+        headers::stamp_response(&mut head.headers, &self.snap.node, &stamp);
+        self.status = head.status;
+        let no_body = self.method == Method::HEAD
+            || head.status.is_informational()
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED;
+        let idle = self.snap.config.timeouts.idle;
+        let body = ResponseBody::upstream(forwarded.body, idle).on_complete(self, no_body);
+        Response::from_parts(head, body)
+    }
+
+    /// Step 6 for a request the stack refused or could not forward.
+    fn fail(mut self, e: ProxyError) -> Response<Body> {
+        // An ide-bound request can fail on the fleet pool only in its degrade fallback.
+        let degraded = self.target == Some(Target::Ide) && e.upstream() == Some(Upstream::Fleet);
+        if degraded {
+            self.target = Some(Target::Fleet);
+        }
+        self.reject_with(e, degraded)
     }
 
     /// Answer the request ourselves with `e`'s response.
