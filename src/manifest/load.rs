@@ -169,7 +169,15 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
             Ok(raw) => raw,
             Err(e) => {
                 let offset = e.span().map(|s| s.start).unwrap_or(0);
-                cx.error(offset, e.message().trim().to_string());
+                let mut message = e.message().trim().to_string();
+                if message.is_empty() {
+                    // The TOML parser reports some lexical errors without a message.
+                    message = match text.get(offset..).and_then(|t| t.chars().next()) {
+                        Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+                        None => "invalid TOML: unexpected end of file".to_string(),
+                    };
+                }
+                cx.error(offset, message);
                 continue;
             }
         };
@@ -574,6 +582,12 @@ mod tests {
         assert_eq!(e.diagnostics.len(), 2);
         assert_eq!(e.diagnostics[0].file, "a.toml");
         assert_eq!(e.diagnostics[1].file, "b.toml");
+    }
+
+    #[test]
+    fn toml_errors_without_a_message_still_say_something() {
+        let e = first_error("a = 1\n#x\u{5}y\n");
+        assert_eq!(e, "routes/a.toml:2: error: invalid TOML: unexpected character '\\u{5}'");
     }
 
     #[test]
