@@ -501,8 +501,8 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
     Some((method, path))
 }
 
-/// Requests derived from every rule (with their conditions dropped), for comparing two
-/// manifests.
+/// Requests derived from every rule (with their conditions dropped), also reached through
+/// every alias, for comparing two manifests.
 fn probes(m: &Manifest) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for rule in m.rules() {
@@ -521,6 +521,15 @@ fn probes(m: &Manifest) -> Vec<(String, String)> {
         for method in rule.methods.names() {
             let method = if method == "*" { "DELETE" } else { method };
             out.push((method.to_string(), path.clone()));
+        }
+    }
+    let direct = out.len();
+    for alias in m.aliases() {
+        out.push(("GET".to_string(), alias.from.clone()));
+        for i in 0..direct {
+            let (method, path) = &out[i];
+            let through = format!("{}{}", alias.from.trim_end_matches('/'), path);
+            out.push((method.clone(), through));
         }
     }
     out
@@ -745,17 +754,18 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
     }
 }
 
-/// Apply the first alias whose `from` is a whole-segment prefix (written independently of
-/// the classifier's allocation-free version).
+/// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
+/// (written independently of the classifier's allocation-free version). Longest match
+/// keeps the result independent of file order when aliases nest (`/old`, `/old/api`).
 fn rewrite(m: &Manifest, path: &str) -> Option<String> {
-    m.aliases().iter().find_map(|a| {
-        let rest = path.strip_prefix(a.from.as_str())?;
-        if rest.is_empty() || rest.starts_with('/') {
-            Some(format!("{}{rest}", a.to.trim_end_matches('/')))
-        } else {
-            None
-        }
-    })
+    m.aliases()
+        .iter()
+        .filter_map(|a| {
+            let rest = path.strip_prefix(a.from.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((a, rest))
+        })
+        .max_by_key(|(a, _)| a.from.len())
+        .map(|(a, rest)| format!("{}{rest}", a.to.trim_end_matches('/')))
 }
 
 /// The segments a normalized path is matched with: trailing slash dropped, aliases applied.

@@ -69,5 +69,10 @@ fn classification_does_not_allocate() {
     }
     let after = allocations();
     assert!(matched > 0);
-    assert_eq!(after - before, 0, "classification allocated {} times", after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "classification allocated {} times",
+        after - before
+    );
 }

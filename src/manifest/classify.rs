@@ -87,6 +87,11 @@ impl Manifest {
     /// ([`crate::path::normalize`]); a trailing slash is ignored and aliases are applied
     /// here. Allocation-free; the automaton visits each byte of `METHOD path` once.
     pub fn classify<'a>(&'a self, req: &RequestParts<'a>) -> Decision<'a> {
+        if req.method.as_bytes().contains(&b' ') {
+            // Not a method token (HTTP parsers never produce one); it must not be able
+            // to spell out part of the canonical `METHOD path` string.
+            return self.default_decision();
+        }
         let (prefix, rest) = self.rewrite(trim_trailing_slash(req.path));
         let input = [
             req.method.as_bytes(),
@@ -99,12 +104,7 @@ impl Manifest {
             Dfa::Sparse(dfa) => self.best_match(dfa, &input, req),
         };
         match best {
-            None => Decision {
-                class: self.default_class,
-                rule: None,
-                rule_index: None,
-                tenant: None,
-            },
+            None => self.default_decision(),
             Some(pid) => {
                 let index = self.order[pid] as usize;
                 let rule = &self.rules[index];
@@ -117,6 +117,15 @@ impl Manifest {
                         .and_then(|k| nth_segment(prefix, rest, k)),
                 }
             }
+        }
+    }
+
+    fn default_decision(&self) -> Decision<'_> {
+        Decision {
+            class: self.default_class,
+            rule: None,
+            rule_index: None,
+            tenant: None,
         }
     }
 
@@ -173,8 +182,9 @@ impl Manifest {
         best
     }
 
-    /// Apply the first alias whose `from` is a whole-segment prefix of `path`; the
-    /// result is `prefix + rest` without building a new string.
+    /// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
+    /// (aliases are kept longest first); the result is `prefix + rest` without building
+    /// a new string.
     pub(super) fn rewrite<'a>(&'a self, path: &'a str) -> (&'a str, &'a str) {
         for alias in &self.aliases {
             if let Some(rest) = path.strip_prefix(alias.from.as_str()) {
@@ -374,6 +384,29 @@ why = "the ide's landing page"
         assert!(classify(&m, "GET", "/v2x/w9/files/x").is_default());
         assert_eq!(classify(&m, "GET", "/").rule_index, Some(3));
         assert_eq!(classify(&m, "GET", "/v2").class, Class::FleetOk);
+    }
+
+    #[test]
+    fn a_method_with_a_space_matches_nothing() {
+        let m = manifest();
+        assert!(classify(&m, "GET /api/w1/files/x", "/").is_default());
+    }
+
+    #[test]
+    fn the_longest_alias_wins_whatever_the_file_order() {
+        let rules = "[[rule]]\npath = \"/api/{*r}\"\nclass = \"ide-only\"\nwhy = \"x\"\n";
+        let a = "[manifest]\naliases = [{ from = \"/old\", to = \"/legacy\" }]\n";
+        let b = "[manifest]\naliases = [{ from = \"/old/api\", to = \"/api\" }]\n";
+        for order in [[a, b], [b, a]] {
+            let m = Manifest::from_sources(&[
+                ("1.toml".into(), order[0].into()),
+                ("2.toml".into(), order[1].into()),
+                ("3.toml".into(), rules.into()),
+            ])
+            .unwrap();
+            assert_eq!(classify(&m, "GET", "/old/api/k").class, Class::IdeOnly);
+            assert!(classify(&m, "GET", "/old/k").is_default());
+        }
     }
 
     #[test]

@@ -407,8 +407,9 @@ pub fn patterns_overlap(a: &[Segment], b: &[Segment]) -> bool {
     }
 }
 
-/// The route as the classifier sees it: the first alias whose `from` is a literal prefix
-/// of the route is applied, as [`Manifest::classify`] does for request paths.
+/// The route as the classifier sees it: the alias with the longest `from` that is a
+/// literal prefix of the route is applied ([`Manifest::aliases`] is ordered longest
+/// first), as [`Manifest::classify`] does for request paths.
 fn effective_segments(manifest: &Manifest, route: &[Segment]) -> Vec<Segment> {
     for alias in manifest.aliases() {
         let (Ok(from), Ok(to)) = (pattern::parse(&alias.from), pattern::parse(&alias.to)) else {

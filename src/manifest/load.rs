@@ -242,6 +242,13 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(LoadError { diagnostics: diags });
     }
+    // The longest matching `from` wins, whatever the file order: sort longest first.
+    aliases.sort_by(|a, b| {
+        b.from
+            .len()
+            .cmp(&a.from.len())
+            .then_with(|| a.from.cmp(&b.from))
+    });
     Ok(ParsedManifest {
         default_class: default_class.map(|d| d.0).unwrap_or(Class::FleetOk),
         aliases,
@@ -587,7 +594,10 @@ mod tests {
     #[test]
     fn toml_errors_without_a_message_still_say_something() {
         let e = first_error("a = 1\n#x\u{5}y\n");
-        assert_eq!(e, "routes/a.toml:2: error: invalid TOML: unexpected character '\\u{5}'");
+        assert_eq!(
+            e,
+            "routes/a.toml:2: error: invalid TOML: unexpected character '\\u{5}'"
+        );
     }
 
     #[test]

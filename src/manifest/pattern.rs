@@ -101,6 +101,9 @@ pub fn parse(pattern: &str) -> Result<Vec<Segment>, PatternError> {
         return Err(PatternError::Empty);
     }
     let body = pattern.strip_prefix('/').ok_or(PatternError::NotAbsolute)?;
+    if pattern.contains("//") {
+        return Err(PatternError::EmptySegment);
+    }
     let body = body.strip_suffix('/').unwrap_or(body);
     let mut out: Vec<Segment> = Vec::new();
     if body.is_empty() {
@@ -228,6 +231,8 @@ mod tests {
         assert_eq!(parse(""), Err(PatternError::Empty));
         assert_eq!(parse("api"), Err(PatternError::NotAbsolute));
         assert_eq!(parse("/a//b"), Err(PatternError::EmptySegment));
+        assert_eq!(parse("//"), Err(PatternError::EmptySegment));
+        assert_eq!(parse("/a//"), Err(PatternError::EmptySegment));
         assert!(matches!(
             parse("/{a"),
             Err(PatternError::UnbalancedBraces(_))
