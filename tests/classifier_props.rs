@@ -112,7 +112,7 @@ proptest! {
     fn compiled_agrees_with_reference(
         rules in prop::collection::vec(gen_rule(), 0..24),
         requests in prop::collection::vec(
-            (prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE"]), gen_path(), prop::option::of(prop::sample::select(vec!["q=1", "q=2", "x=1&q=1"]))),
+            (prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "PROPFIND"]), gen_path(), prop::option::of(prop::sample::select(vec!["q=1", "q=2", "x=1&q=1"]))),
             1..40,
         ),
     ) {

@@ -4,7 +4,9 @@
 
 use regex_automata::dfa::Automaton;
 
-use super::compile::Dfa;
+use regex_automata::util::primitives::StateID;
+
+use super::compile::{Dfa, PatternInfo, COMMON_METHODS};
 use super::{Class, Condition, Manifest, Rule};
 
 /// Header lookup for `[rule.when] header = {…}` conditions.
@@ -93,28 +95,39 @@ impl Manifest {
             return self.default_decision();
         }
         let (prefix, rest) = self.rewrite(trim_trailing_slash(req.path));
-        let input = [
-            req.method.as_bytes(),
-            b" ",
-            prefix.as_bytes(),
-            rest.as_bytes(),
-        ];
+        // Most requests carry a common method whose `"METHOD "` prefix was walked at
+        // compile time; others walk it here.
+        let (state, input) = match COMMON_METHODS.iter().position(|m| *m == req.method) {
+            Some(i) => (
+                self.method_starts[i],
+                [&b""[..], b"", prefix.as_bytes(), rest.as_bytes()],
+            ),
+            None => (
+                self.start,
+                [
+                    req.method.as_bytes(),
+                    b" ",
+                    prefix.as_bytes(),
+                    rest.as_bytes(),
+                ],
+            ),
+        };
         let best = match &self.dfa {
-            Dfa::Dense(dfa) => self.best_match(dfa, &input, req),
-            Dfa::Sparse(dfa) => self.best_match(dfa, &input, req),
+            Dfa::Dense(dfa) => self.best_match(dfa, state, &input, req),
+            Dfa::Sparse(dfa) => self.best_match(dfa, state, &input, req),
         };
         match best {
             None => self.default_decision(),
             Some(pid) => {
-                let index = self.order[pid] as usize;
-                let rule = &self.rules[index];
+                let info = self.patterns[pid];
+                let index = info.rule as usize;
                 Decision {
-                    class: rule.class,
-                    rule: Some(rule),
+                    class: info.class,
+                    rule: Some(&self.rules[index]),
                     rule_index: Some(index),
-                    tenant: rule
-                        .tenant_segment
-                        .and_then(|k| nth_segment(prefix, rest, k)),
+                    tenant: (info.tenant_segment != PatternInfo::NO_TENANT)
+                        .then(|| nth_segment(prefix, rest, usize::from(info.tenant_segment)))
+                        .flatten(),
                 }
             }
         }
@@ -139,10 +152,13 @@ impl Manifest {
     fn best_match<A: Automaton>(
         &self,
         dfa: &A,
+        mut state: StateID,
         input: &[&[u8]; 4],
         req: &RequestParts<'_>,
     ) -> Option<usize> {
-        let mut state = self.start;
+        if dfa.is_dead_state(state) {
+            return None;
+        }
         for part in input {
             let mut at = 0;
             while at < part.len() {
@@ -175,7 +191,8 @@ impl Manifest {
             if best.is_some_and(|b| b < pid) {
                 continue;
             }
-            if when_holds(&self.rules[self.order[pid] as usize], req) {
+            let info = self.patterns[pid];
+            if !info.has_when || when_holds(&self.rules[info.rule as usize], req) {
                 best = Some(pid);
             }
         }

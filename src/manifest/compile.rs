@@ -40,16 +40,63 @@ impl Dfa {
     }
 }
 
+/// The hot part of a rule, by pattern ID.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PatternInfo {
+    /// Index into `Manifest::rules`.
+    pub rule: u32,
+    /// Segment index of the tenant parameter, [`PatternInfo::NO_TENANT`] if none.
+    pub tenant_segment: u16,
+    pub class: Class,
+    pub has_when: bool,
+}
+
+impl PatternInfo {
+    pub const NO_TENANT: u16 = u16::MAX;
+
+    fn new(index: usize, rule: &Rule) -> PatternInfo {
+        PatternInfo {
+            rule: index as u32,
+            tenant_segment: rule
+                .tenant_segment
+                .and_then(|k| u16::try_from(k).ok())
+                .unwrap_or(PatternInfo::NO_TENANT),
+            class: rule.class,
+            has_when: !rule.when.is_empty(),
+        }
+    }
+}
+
+/// Methods whose `"METHOD "` prefix is walked once at compile time.
+pub(super) const COMMON_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Walk `bytes` from `state` (no acceleration: only used at compile time).
+fn walk<A: Automaton>(dfa: &A, mut state: StateID, bytes: &[u8]) -> StateID {
+    for &b in bytes {
+        state = dfa.next_state(state, b);
+    }
+    state
+}
+
+fn method_starts<A: Automaton>(dfa: &A, start: StateID) -> [StateID; COMMON_METHODS.len()] {
+    COMMON_METHODS.map(|m| walk(dfa, walk(dfa, start, m.as_bytes()), b" "))
+}
+
 /// A loaded, checked and compiled manifest. Immutable; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Manifest {
     pub(super) rules: Vec<Rule>,
-    /// `order[pattern_id]` = index into `rules`; most specific first.
-    pub(super) order: Vec<u32>,
+    /// Indexed by pattern ID (most specific first): what the classifier needs about
+    /// each rule, packed so the per-request lookup touches 8 bytes, not a whole [`Rule`].
+    pub(super) patterns: Vec<PatternInfo>,
     pub(super) default_class: Class,
     pub(super) aliases: Vec<Alias>,
     pub(super) dfa: Dfa,
     pub(super) start: StateID,
+    /// The DFA state after `"{METHOD} "` for each of [`COMMON_METHODS`]: most requests
+    /// start their walk there instead of at `start`.
+    pub(super) method_starts: [StateID; COMMON_METHODS.len()],
     warnings: Vec<Diagnostic>,
     digest: String,
     files: Vec<String>,
@@ -87,7 +134,7 @@ impl Manifest {
 
     /// Rule indices in precedence order, most specific first.
     pub fn precedence(&self) -> impl Iterator<Item = usize> + '_ {
-        self.order.iter().map(|&i| i as usize)
+        self.patterns.iter().map(|p| p.rule as usize)
     }
 
     /// Heap bytes held by the compiled automaton.
@@ -264,7 +311,11 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
 
     let mut order: Vec<u32> = (0..rules.len() as u32).collect();
     order.sort_by(|&a, &b| precedence(&rules, a as usize, b as usize));
-    let patterns: Vec<String> = order
+    let patterns: Vec<PatternInfo> = order
+        .iter()
+        .map(|&i| PatternInfo::new(i as usize, &rules[i as usize]))
+        .collect();
+    let regexes: Vec<String> = order
         .iter()
         .map(|&i| regex_for(&rules[i as usize]))
         .collect();
@@ -280,7 +331,7 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         )
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false).shrink(false))
-        .build_many(&patterns);
+        .build_many(&regexes);
     let fail = |e: &dyn std::fmt::Display| LoadError {
         diagnostics: vec![Diagnostic {
             file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
@@ -291,25 +342,28 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
     };
     let dense = built.map_err(|e| fail(&e))?;
     let anchored = start::Config::new().anchored(Anchored::Yes);
-    let (dfa, start) = if dense.memory_usage() <= DENSE_LIMIT_BYTES {
+    let (dfa, start, method_starts) = if dense.memory_usage() <= DENSE_LIMIT_BYTES {
         let start = dense.start_state(&anchored).map_err(|e| fail(&e))?;
-        (Dfa::Dense(dense), start)
+        let methods = method_starts(&dense, start);
+        (Dfa::Dense(dense), start, methods)
     } else {
         let sparse = dense.to_sparse().map_err(|e| fail(&e))?;
         drop(dense);
         let start = sparse.start_state(&anchored).map_err(|e| fail(&e))?;
-        (Dfa::Sparse(sparse), start)
+        let methods = method_starts(&sparse, start);
+        (Dfa::Sparse(sparse), start, methods)
     };
     diagnostics.retain(|d| d.severity == Severity::Warning);
     Ok(Manifest {
         digest: digest_of(&sources),
         files: sources.into_iter().map(|s| s.0).collect(),
         rules,
-        order,
+        patterns,
         default_class,
         aliases,
         dfa,
         start,
+        method_starts,
         warnings: diagnostics,
     })
 }
