@@ -171,6 +171,8 @@ pub struct Config {
     pub access_log: bool,
     /// Stamp `x-fleetgate-target` / `-served-by` on responses (off at an internet edge).
     pub response_stamps: bool,
+    /// Pass `%2F` / `%5C` in paths through (kept encoded) instead of answering `400`.
+    pub allow_encoded_slash: bool,
     pub upstreams: Upstreams,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -190,6 +192,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             access_log: true,
             response_stamps: true,
+            allow_encoded_slash: false,
             upstreams: Upstreams {
                 fleet: vec![UpstreamUrl {
                     host: "127.0.0.1".into(),
@@ -275,6 +278,7 @@ struct RawFile {
     log_level: Val,
     access_log: Val,
     response_stamps: Val,
+    allow_encoded_slash: Val,
     #[serde(default)]
     upstreams: RawUpstreams,
     #[serde(default)]
@@ -600,6 +604,14 @@ impl Config {
         )? {
             c.response_stamps = v;
         }
+        if let Some(v) = src.get(
+            "allow_encoded_slash",
+            &["FLEETGATE_ALLOW_ENCODED_SLASH"],
+            &raw.allow_encoded_slash,
+            boolean,
+        )? {
+            c.allow_encoded_slash = v;
+        }
 
         let u = &raw.upstreams;
         if let Some(v) = src.get(
@@ -883,6 +895,20 @@ max_hops = 2
         assert_eq!(c.upstreams.ide.as_ref().unwrap().host, "ide.internal");
         assert_eq!(c.timeouts.connect, Duration::from_millis(100));
         assert_eq!(c.limits.max_hops, 2);
+    }
+
+    #[test]
+    fn allow_encoded_slash_from_file_and_environment() {
+        assert!(!parse("").unwrap().allow_encoded_slash);
+        assert!(
+            parse("allow_encoded_slash = true\n")
+                .unwrap()
+                .allow_encoded_slash
+        );
+        let env = |k: &str| (k == "FLEETGATE_ALLOW_ENCODED_SLASH").then(|| "yes".to_string());
+        assert!(Config::load_with(None, &env).unwrap().allow_encoded_slash);
+        let e = parse("allow_encoded_slash = \"maybe\"\n").unwrap_err();
+        assert_eq!(e.key, "allow_encoded_slash");
     }
 
     #[test]

@@ -74,6 +74,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::manifest::{Class, Manifest, RequestParts};
 use crate::metrics::Metrics;
+use crate::path::NormalizeOptions;
 use body::{OnComplete, RequestBody, RequestProgress, ResponseBody};
 use forward::{Forward, Forwarded, Forwarder};
 use forward_headers::{ForwardHeaders, ForwardHeadersLayer};
@@ -199,7 +200,10 @@ impl Gateway {
         let mut ex = Exchange::new(self.clone(), snap.clone(), &parts);
 
         // 1. normalize: one canonical path, used for classification and upstream alike.
-        let path = match normalized_target(&parts.uri) {
+        let options = NormalizeOptions {
+            allow_encoded_slash: snap.config.allow_encoded_slash,
+        };
+        let path = match normalized_target(&parts.uri, options) {
             Ok(pq) => pq,
             Err(e) => return ex.reject(e),
         };
@@ -266,14 +270,17 @@ impl Gateway {
 
 /// The canonical request target for the upstream: the normalized path plus the query,
 /// unchanged. Reuses the client's bytes when the path was already canonical.
-fn normalized_target(uri: &http::Uri) -> Result<PathAndQuery, ProxyError> {
+fn normalized_target(
+    uri: &http::Uri,
+    options: NormalizeOptions,
+) -> Result<PathAndQuery, ProxyError> {
     let Some(pq) = uri.path_and_query() else {
         return Err(ProxyError::BadTarget);
     };
     if !pq.path().starts_with('/') {
         return Err(ProxyError::BadTarget);
     }
-    match crate::path::normalize(pq.path()).map_err(ProxyError::BadPath)? {
+    match crate::path::normalize_with(pq.path(), options).map_err(ProxyError::BadPath)? {
         Cow::Borrowed(_) => Ok(pq.clone()),
         Cow::Owned(mut p) => {
             if let Some(q) = pq.query() {
@@ -429,5 +436,39 @@ impl OnComplete for Exchange {
             tenant,
             complete,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str, allow_encoded_slash: bool) -> Result<String, ProxyError> {
+        let uri: http::Uri = uri.parse().unwrap();
+        normalized_target(
+            &uri,
+            NormalizeOptions {
+                allow_encoded_slash,
+            },
+        )
+        .map(|pq| pq.to_string())
+    }
+
+    #[test]
+    fn the_target_is_normalized_and_the_query_kept() {
+        assert_eq!(
+            target("/a/./b//c/../d?x=%2F&y", false).unwrap(),
+            "/a/b/d?x=%2F&y"
+        );
+        assert_eq!(target("/a/%62", false).unwrap(), "/a/b");
+    }
+
+    #[test]
+    fn encoded_slashes_are_refused_unless_allowed() {
+        assert!(matches!(
+            target("/a%2fb", false),
+            Err(ProxyError::BadPath(_))
+        ));
+        assert_eq!(target("/a%2fb", true).unwrap(), "/a%2Fb");
     }
 }
