@@ -10,17 +10,8 @@ use support::*;
 
 #[tokio::test]
 async fn role_serve_routes_ide_only_to_ide_and_fleet_ok_to_fleet() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
-    let base = format!("http://{}", srv.addr);
+    let setup = Setup::serve().await;
+    let base = setup.url("");
     for (path, server, target) in [
         ("/api/w1/files/a.txt", "ide", "ide"),
         ("/api/w1/runs/7", "fleet", "fleet"), // the carve-out
@@ -38,17 +29,15 @@ async fn role_serve_routes_ide_only_to_ide_and_fleet_ok_to_fleet() {
             "{path}"
         );
     }
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn roles_ide_and_all_serve_everything_locally() {
-    let routes = manifest_dir();
     for role in [Role::Ide, Role::All] {
-        let local = upstream("local").await;
-        let srv = start(config(role, routes.path(), &[local.addr], None)).await;
+        let setup = Setup::role(role).fleet_named("local").start().await;
         for path in ["/api/w1/files/a", "/api/w1/runs/1", "/other"] {
-            let a = get(&format!("http://{}{path}", srv.addr)).await;
+            let a = get(&setup.url(path)).await;
             assert_eq!(
                 (a.status.as_u16(), a.server()),
                 (200, "local".to_string()),
@@ -60,66 +49,52 @@ async fn roles_ide_and_all_serve_everything_locally() {
                 Some(format!("{role}@test-node").as_str())
             );
         }
-        srv.shutdown().await;
+        setup.shutdown().await;
     }
 }
 
 #[tokio::test]
 async fn role_worker_serves_fleet_ok_locally_and_refuses_ide_only_with_421() {
-    let routes = manifest_dir();
-    let local = upstream("local").await;
-    let srv = start(config(Role::Worker, routes.path(), &[local.addr], None)).await;
-    let a = get(&format!("http://{}/api/w1/runs/1", srv.addr)).await;
+    let setup = Setup::role(Role::Worker).fleet_named("local").start().await;
+    let local = &setup.fleet;
+    let a = get(&setup.url("/api/w1/runs/1")).await;
     assert_eq!((a.status.as_u16(), a.server()), (200, "local".to_string()));
     assert_eq!(a.header("x-fleetgate-target"), Some("local"));
-    let a = get(&format!("http://{}/api/w1/files/a", srv.addr)).await;
+    let a = get(&setup.url("/api/w1/files/a")).await;
     assert_eq!(a.status, 421);
     assert_eq!(a.header("x-fleetgate-required-role"), Some("ide"));
     assert!(a.header("content-type").unwrap().starts_with("text/plain"));
     assert!(!a.body.is_empty());
     assert_eq!(local.seen().len(), 1, "the 421 was not forwarded");
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn role_serve_without_ide_answers_421() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let a = get(&format!("http://{}/api/w1/files/a", srv.addr)).await;
+    let setup = Setup::serve_without_ide().await;
+    let a = get(&setup.url("/api/w1/files/a")).await;
     assert_eq!(a.status, 421);
     assert_eq!(a.header("x-fleetgate-required-role"), Some("ide"));
     assert_eq!(a.header("x-fleetgate-served-by"), Some("serve@test-node"));
-    srv.shutdown().await;
-}
-
-/// A loopback port with nothing listening on it.
-async fn dead_port() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn unreachable_ide_gives_502_with_retry_after_and_required_role() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(dead_port().await),
-    ))
-    .await;
+    let setup = Setup::role(Role::Serve)
+        .with_unreachable_ide()
+        .start()
+        .await;
     for _ in 0..2 {
         // First a refused connect, then the ejected endpoint: both 502.
-        let a = get(&format!("http://{}/api/w1/files/a", srv.addr)).await;
+        let a = get(&setup.url("/api/w1/files/a")).await;
         assert_eq!(a.status, 502);
         assert_eq!(a.header("x-fleetgate-required-role"), Some("ide"));
         let retry: u32 = a.header("retry-after").unwrap().parse().unwrap();
         assert!(retry >= 1);
         assert_eq!(a.header("x-fleetgate-target"), Some("ide"));
     }
-    let m = metrics(&srv).await;
+    let m = metrics(&setup.srv).await;
     assert!(
         m.contains(r#"fleetgate_upstream_errors_total{kind="connect",upstream="ide"} 1"#),
         "{m}"
@@ -128,68 +103,54 @@ async fn unreachable_ide_gives_502_with_retry_after_and_required_role() {
         m.contains(r#"fleetgate_requests_total{class="ide-only",code="502",target="ide"} 2"#),
         "{m}"
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn degrade_rule_is_served_locally_when_the_ide_is_unreachable() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(dead_port().await),
-    ))
-    .await;
+    let setup = Setup::role(Role::Serve)
+        .with_unreachable_ide()
+        .start()
+        .await;
     for _ in 0..2 {
-        let a = get(&format!("http://{}/preview/9", srv.addr)).await;
+        let a = get(&setup.url("/preview/9")).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.server(), "fleet");
         assert_eq!(a.header("x-fleetgate-degraded"), Some("1"));
     }
-    let head = send("HEAD", &format!("http://{}/preview/9", srv.addr), &[]).await;
+    let head = send("HEAD", &setup.url("/preview/9"), &[]).await;
     assert_eq!(
         (head.status.as_u16(), head.header("x-fleetgate-degraded")),
         (200, Some("1"))
     );
     // Not a read: no degrade.
-    let a = send("DELETE", &format!("http://{}/preview/9", srv.addr), &[]).await;
+    let a = send("DELETE", &setup.url("/preview/9"), &[]).await;
     assert_ne!(a.header("x-fleetgate-degraded"), Some("1"));
     // Rules without degrade still fail.
-    let a = get(&format!("http://{}/api/w1/files/a", srv.addr)).await;
+    let a = get(&setup.url("/api/w1/files/a")).await;
     assert_eq!(a.status, 502);
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn reachable_ide_serves_degrade_rules_itself() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
-    let a = get(&format!("http://{}/preview/9", srv.addr)).await;
+    let setup = Setup::serve().await;
+    let a = get(&setup.url("/preview/9")).await;
     assert_eq!(
         (a.server().as_str(), a.header("x-fleetgate-degraded")),
         ("ide", None)
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn loop_guard_answers_508() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.limits.max_hops = 3;
-    let srv = start(cfg).await;
-    let url = format!("http://{}/threads", srv.addr);
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.limits.max_hops = 3)
+        .start()
+        .await;
+    let fleet = &setup.fleet;
+    let url = setup.url("/threads");
     let a = send("GET", &url, &[("x-fleetgate-via", "edge-1, test-node")]).await;
     assert_eq!(a.status, 508);
     let a = send("GET", &url, &[("x-fleetgate-via", "a, b, c")]).await;
@@ -201,16 +162,14 @@ async fn loop_guard_answers_508() {
         fleet.seen()[0].headers["x-fleetgate-via"],
         "a, b, test-node"
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn forwarding_headers_reach_the_upstream() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let digest = srv.gateway.snapshot.load().manifest.digest().to_string();
-    let url = format!("http://{}/threads", srv.addr);
+    let setup = Setup::serve_without_ide().await;
+    let digest = setup.manifest_digest();
+    let url = setup.url("/threads");
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     send(
         "GET",
@@ -227,7 +186,7 @@ async fn forwarding_headers_reach_the_upstream() {
     )
     .await;
     send("GET", &url, &[]).await;
-    let seen = fleet.seen();
+    let seen = setup.fleet.seen();
     let h = &seen[0].headers;
     assert_eq!(h["host"], "app.example");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
@@ -247,15 +206,13 @@ async fn forwarding_headers_reach_the_upstream() {
     let created = seen[1].headers["traceparent"].to_str().unwrap();
     assert_eq!(created.len(), 55, "{created}");
     assert!(created.starts_with("00-") && created.ends_with("-01"));
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn response_stamps_and_repeated_headers() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let a = get(&format!("http://{}/cookies", srv.addr)).await;
+    let setup = Setup::serve_without_ide().await;
+    let a = get(&setup.url("/cookies")).await;
     let cookies: Vec<_> = a.headers.get_all("set-cookie").iter().collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
     assert!(
@@ -264,30 +221,28 @@ async fn response_stamps_and_repeated_headers() {
     );
     assert_eq!(a.header("x-fleetgate-target"), Some("fleet"));
     assert_eq!(a.header("x-fleetgate-served-by"), Some("serve@test-node"));
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn response_stamps_can_be_switched_off() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.response_stamps = false;
-    let srv = start(cfg).await;
-    let a = get(&format!("http://{}/threads", srv.addr)).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.response_stamps = false)
+        .start()
+        .await;
+    let a = get(&setup.url("/threads")).await;
     assert_eq!(a.status, 200);
     assert!(
         a.header("x-fleetgate-target").is_none() && a.header("x-fleetgate-served-by").is_none()
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn chained_fleetgates_keep_the_inner_served_by() {
-    let routes = manifest_dir();
-    let app = upstream("app").await;
-    let inner = start(config(Role::All, routes.path(), &[app.addr], None)).await;
-    let mut outer_cfg = config(Role::Serve, routes.path(), &[inner.addr], None);
+    let inner = Setup::role(Role::All).fleet_named("app").start().await;
+    let app = &inner.fleet;
+    let mut outer_cfg = config(Role::Serve, inner.routes.path(), &[inner.srv.addr], None);
     outer_cfg.node_id = "edge".into();
     let outer = start(outer_cfg).await;
     let a = get(&format!("http://{}/threads", outer.addr)).await;
@@ -306,17 +261,9 @@ async fn chained_fleetgates_keep_the_inner_served_by() {
 
 #[tokio::test]
 async fn the_upstream_receives_the_normalized_path_and_the_query_unchanged() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
-    let base = format!("http://{}", srv.addr);
+    let setup = Setup::serve().await;
+    let (fleet, ide) = (&setup.fleet, setup.ide());
+    let base = setup.url("");
     // Classified by the normalized path: the carve-out, not the ide-only wildcard.
     for raw in [
         "/api/w1/x/../runs/5?q=a%2Fb&z",
@@ -335,33 +282,30 @@ async fn the_upstream_receives_the_normalized_path_and_the_query_unchanged() {
         assert_eq!(a.status, 400, "{bad}");
     }
     assert_eq!(fleet.seen().len() + ide.seen().len(), 3);
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn slow_upstream_gives_504() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.first_byte = Duration::from_millis(200);
-    let srv = start(cfg).await;
-    let a = get(&format!("http://{}/hold", srv.addr)).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.first_byte = Duration::from_millis(200))
+        .start()
+        .await;
+    let a = get(&setup.url("/hold")).await;
     assert_eq!(a.status, 504);
-    fleet.state.release.notify_one();
-    let m = metrics(&srv).await;
+    setup.fleet.state.release.notify_one();
+    let m = metrics(&setup.srv).await;
     assert!(
         m.contains(r#"fleetgate_upstream_errors_total{kind="timeout",upstream="fleet"} 1"#),
         "{m}"
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_reset_mid_body_fails_the_client_response() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let req = http::Request::get(format!("http://{}/reset", srv.addr))
+    let setup = Setup::serve_without_ide().await;
+    let req = http::Request::get(setup.url("/reset"))
         .body(http_body_util::BodyExt::boxed(
             http_body_util::Empty::new().map_err(|e| match e {}),
         ))
@@ -376,17 +320,16 @@ async fn a_reset_mid_body_fails_the_client_response() {
         r.is_err(),
         "a truncated body must be an error, not a short success"
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_request_the_upstream_saw_is_never_retried() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
+    let setup = Setup::serve_without_ide().await;
+    let fleet = &setup.fleet;
     for method in ["POST", "GET"] {
         let before = fleet.seen().len();
-        let a = send(method, &format!("http://{}/drop", srv.addr), &[]).await;
+        let a = send(method, &setup.url("/drop"), &[]).await;
         assert_eq!(a.status, 502, "{method}");
         assert_eq!(
             fleet.seen().len(),
@@ -394,7 +337,7 @@ async fn a_request_the_upstream_saw_is_never_retried() {
             "{method} reached the upstream exactly once"
         );
     }
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
@@ -466,34 +409,30 @@ async fn fleet_pool_balances_ejects_refusing_endpoints_and_readmits_them() {
 
 #[tokio::test]
 async fn a_dns_name_upstream_is_resolved() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[], None);
-    cfg.upstreams.fleet = vec![fleetgate::config::UpstreamUrl {
-        host: "localhost".into(),
-        port: fleet.addr.port(),
-    }];
-    let srv = start(cfg).await;
+    // The fleet upstream by name: localhost at its port.
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.upstreams.fleet[0].host = "localhost".into())
+        .start()
+        .await;
     let mut ok = 0;
     for _ in 0..5 {
         // localhost may also resolve to ::1, where nothing listens: ejected after one try.
-        if get(&format!("http://{}/threads", srv.addr)).await.status == 200 {
+        if get(&setup.url("/threads")).await.status == 200 {
             ok += 1;
         }
     }
     assert!(ok >= 4, "{ok}");
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_upstream_body_idle_longer_than_timeouts_idle_is_aborted() {
     use http_body_util::BodyExt;
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.idle = Duration::from_millis(300);
-    let srv = start(cfg).await;
-    let req = http::Request::get(format!("http://{}/events/sse", srv.addr))
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.idle = Duration::from_millis(300))
+        .start()
+        .await;
+    let req = http::Request::get(setup.url("/events/sse"))
         .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -505,19 +444,18 @@ async fn an_upstream_body_idle_longer_than_timeouts_idle_is_aborted() {
         .await
         .unwrap();
     assert!(rest.is_err(), "a stalled stream ends with an error");
-    fleet.state.release.notify_one();
-    srv.shutdown().await;
+    setup.fleet.state.release.notify_one();
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_client_body_idle_longer_than_timeouts_idle_gets_408() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.idle = Duration::from_millis(300);
-    let srv = start(cfg).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.idle = Duration::from_millis(300))
+        .start()
+        .await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = setup.connect().await;
     s.write_all(b"POST /threads HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
         .await
         .unwrap();
@@ -528,5 +466,5 @@ async fn a_client_body_idle_longer_than_timeouts_idle_gets_408() {
         .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    srv.shutdown().await;
+    setup.shutdown().await;
 }

@@ -11,36 +11,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn an_oversized_head_gets_431() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.limits.max_header_bytes = 8192;
-    let srv = start(cfg).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.limits.max_header_bytes = 8192)
+        .start()
+        .await;
     let big = "a".repeat(20_000);
     let req = format!("GET /threads HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
-    let out = raw(srv.addr, req.as_bytes()).await;
+    let out = raw(setup.srv.addr, req.as_bytes()).await;
     assert!(
         out.starts_with(b"HTTP/1.1 431"),
         "{}",
         String::from_utf8_lossy(&out)
     );
-    assert!(fleet.seen().is_empty());
-    srv.shutdown().await;
+    assert!(setup.fleet.seen().is_empty());
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn malformed_requests_get_400() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let out = raw(srv.addr, b"GET /a b c d\r\nhost x\r\n\r\n").await;
+    let setup = Setup::serve_without_ide().await;
+    let out = raw(setup.srv.addr, b"GET /a b c d\r\nhost x\r\n\r\n").await;
     assert!(
         out.starts_with(b"HTTP/1.1 400"),
         "{}",
         String::from_utf8_lossy(&out)
     );
     let out = raw(
-        srv.addr,
+        setup.srv.addr,
         b"GET /a/%2e%2e/%2E%2e/x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
     .await;
@@ -48,7 +45,7 @@ async fn malformed_requests_get_400() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("above the root"), "{text}");
     let out = raw(
-        srv.addr,
+        setup.srv.addr,
         b"OPTIONS * HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
     .await;
@@ -57,19 +54,18 @@ async fn malformed_requests_get_400() {
         "{}",
         String::from_utf8_lossy(&out)
     );
-    assert!(fleet.seen().is_empty());
-    srv.shutdown().await;
+    assert!(setup.fleet.seen().is_empty());
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_slow_head_is_cut_off_after_header_read() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.header_read = Duration::from_millis(300);
-    let srv = start(cfg).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.header_read = Duration::from_millis(300))
+        .start()
+        .await;
     // Half a head, then silence: the proxy closes (or answers 408), it does not wait forever.
-    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = setup.connect().await;
     s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n")
         .await
         .unwrap();
@@ -84,38 +80,37 @@ async fn a_slow_head_is_cut_off_after_header_read() {
         String::from_utf8_lossy(&out)
     );
     // Not a byte at all (not even an HTTP/2 preface): closed as well.
-    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = setup.connect().await;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
         .await
         .expect("a silent connection is closed")
         .ok();
     // Half an HTTP/2 preface.
-    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = setup.connect().await;
     s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
         .await
         .expect("a stalled preface is closed")
         .ok();
-    assert!(fleet.seen().is_empty());
-    srv.shutdown().await;
+    assert!(setup.fleet.seen().is_empty());
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn max_connections_bounds_the_connections_served() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.limits.max_connections = 1;
-    let srv = start(cfg).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.limits.max_connections = 1)
+        .start()
+        .await;
     let request = b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n";
-    let mut first = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut first = setup.connect().await;
     first.write_all(request).await.unwrap();
     let mut buf = [0u8; 4096];
     let n = first.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // The first connection stays open (keep-alive): the second is not served meanwhile.
-    let mut second = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut second = setup.connect().await;
     second.write_all(request).await.unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
     assert!(waited.is_err(), "served beyond max_connections");
@@ -125,24 +120,15 @@ async fn max_connections_bounds_the_connections_served() {
         .expect("served once the first connection is gone")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_admin_listener_answers_health_readiness_metrics_version_and_routes() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
-    let admin = format!("http://{}", srv.admin_addr);
-    get(&format!("http://{}/api/w1/files/a", srv.addr)).await;
-    get(&format!("http://{}/api/w1/runs/1", srv.addr)).await;
+    let setup = Setup::serve().await;
+    let admin = setup.admin_url("");
+    get(&setup.url("/api/w1/files/a")).await;
+    get(&setup.url("/api/w1/runs/1")).await;
 
     let h = get(&format!("{admin}/healthz")).await;
     assert_eq!(h.status, 200);
@@ -153,12 +139,12 @@ async fn the_admin_listener_answers_health_readiness_metrics_version_and_routes(
     assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         j["manifest_digest"],
-        srv.gateway.snapshot.load().manifest.digest()
+        setup.srv.gateway.snapshot.load().manifest.digest()
     );
     assert_eq!(j["upstreams"]["fleet"]["reachable"], true);
     assert_eq!(
         j["upstreams"]["ide"]["endpoints"][0]["address"],
-        ide.addr.to_string()
+        setup.ide().addr.to_string()
     );
 
     assert_eq!(get(&format!("{admin}/readyz")).await.status, 200);
@@ -172,7 +158,7 @@ async fn the_admin_listener_answers_health_readiness_metrics_version_and_routes(
         405
     );
 
-    let m = metrics(&srv).await;
+    let m = metrics(&setup.srv).await;
     for want in [
         r#"fleetgate_requests_total{class="ide-only",code="200",target="ide"} 1"#,
         r#"fleetgate_requests_total{class="fleet-ok",code="200",target="fleet"} 1"#,
@@ -200,36 +186,31 @@ async fn the_admin_listener_answers_health_readiness_metrics_version_and_routes(
     for key in ["why", "degrade", "writes", "read_only_safe", "when"] {
         assert!(carve.get(key).is_some(), "{key}");
     }
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn probes_on_the_data_port_are_answered_not_forwarded() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let a = get(&format!("http://{}/healthz", srv.addr)).await;
+    let setup = Setup::serve_without_ide().await;
+    let a = get(&setup.url("/healthz")).await;
     assert_eq!(
         (a.status.as_u16(), a.json()["role"].as_str()),
         (200, Some("serve"))
     );
-    assert_eq!(
-        get(&format!("http://{}/readyz", srv.addr)).await.status,
-        200
-    );
-    assert!(fleet.seen().is_empty());
-    srv.shutdown().await;
+    assert_eq!(get(&setup.url("/readyz")).await.status, 200);
+    assert!(setup.fleet.seen().is_empty());
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn graceful_shutdown_fails_readiness_and_finishes_the_request_in_flight() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.drain_delay = Duration::from_millis(200);
-    let srv = start(cfg).await;
-    let addr = srv.addr;
-    let admin = srv.admin_addr;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.drain_delay = Duration::from_millis(200))
+        .start()
+        .await;
+    let fleet = &setup.fleet;
+    let addr = setup.srv.addr;
+    let admin = setup.srv.admin_addr;
     let in_flight = tokio::spawn(async move { get(&format!("http://{addr}/hold")).await });
     // Wait until the upstream has the request.
     for _ in 0..200 {
@@ -239,8 +220,8 @@ async fn graceful_shutdown_fails_readiness_and_finishes_the_request_in_flight() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(fleet.seen().len(), 1);
-    let handle = srv.shutdown_handle();
-    let stopped = tokio::spawn(srv.wait());
+    let handle = setup.srv.shutdown_handle();
+    let stopped = tokio::spawn(setup.srv.wait());
     handle.trigger();
     let r = get(&format!("http://{admin}/readyz")).await;
     assert_eq!(r.status, 503, "readiness fails first");
@@ -264,12 +245,11 @@ async fn graceful_shutdown_fails_readiness_and_finishes_the_request_in_flight() 
 
 #[tokio::test]
 async fn shutdown_closes_streams_that_outlive_the_shutdown_timeout() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.timeouts.shutdown = Duration::from_millis(300);
-    let srv = start(cfg).await;
-    let req = http::Request::get(format!("http://{}/events/sse", srv.addr))
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.shutdown = Duration::from_millis(300))
+        .start()
+        .await;
+    let req = http::Request::get(setup.url("/events/sse"))
         .body(http_body_util::BodyExt::boxed(
             http_body_util::Empty::new().map_err(|e| match e {}),
         ))
@@ -278,7 +258,7 @@ async fn shutdown_closes_streams_that_outlive_the_shutdown_timeout() {
     let resp = client().request(req).await.unwrap();
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), srv.shutdown())
+    tokio::time::timeout(Duration::from_secs(10), setup.shutdown())
         .await
         .expect("shutdown is bounded by timeouts.shutdown");
     let end = tokio::time::timeout(Duration::from_secs(10), body.collect())

@@ -22,10 +22,8 @@ const IN_FLIGHT_BOUND: u64 = 48 * MIB;
 
 #[tokio::test]
 async fn sse_events_arrive_one_by_one_while_the_upstream_is_still_streaming() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let req = http::Request::get(format!("http://{}/events/sse", srv.addr))
+    let setup = Setup::serve_without_ide().await;
+    let req = http::Request::get(setup.url("/events/sse"))
         .body(Empty::new().map_err(|e| match e {}).boxed())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -41,31 +39,22 @@ async fn sse_events_arrive_one_by_one_while_the_upstream_is_still_streaming() {
         first.into_data().unwrap(),
         Bytes::from_static(b"data: 1\n\n")
     );
-    fleet.state.release.notify_one();
+    setup.fleet.state.release.notify_one();
     let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
         .await
         .unwrap()
         .unwrap()
         .to_bytes();
     assert_eq!(rest, Bytes::from_static(b"data: 2\n\n"));
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
+    let setup = Setup::serve().await;
     let (mut ws, resp) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(format!("ws://{}/ws/term/1", srv.addr)),
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/term/1", setup.srv.addr)),
     )
     .await
     .unwrap()
@@ -91,26 +80,19 @@ async fn websocket_echo_through_the_proxy() {
         .unwrap();
     assert_eq!(back, Message::Binary(vec![0u8, 1, 2, 255]));
     ws.close(None).await.unwrap();
-    assert_eq!(ide.seen().len(), 1);
-    assert_eq!(ide.seen()[0].headers["upgrade"], "websocket");
+    assert_eq!(setup.ide().seen().len(), 1);
+    assert_eq!(setup.ide().seen()[0].headers["upgrade"], "websocket");
     drop(ws);
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_256_mib_upload_streams_through_in_bounded_memory() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
+    let setup = Setup::serve_without_ide().await;
     let total = 256 * MIB;
     let max_gap = Arc::new(AtomicU64::new(0));
-    let body = CountingUpload {
-        left: total,
-        sent: 0,
-        received: fleet.state.clone(),
-        max_gap: max_gap.clone(),
-    };
-    let req = http::Request::post(format!("http://{}/upload", srv.addr))
+    let body = counting_upload(total, setup.fleet.state.clone(), max_gap.clone());
+    let req = http::Request::post(setup.url("/upload"))
         .body(body.boxed())
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(90), client().request(req))
@@ -126,21 +108,19 @@ async fn a_256_mib_upload_streams_through_in_bounded_memory() {
         gap as f64 / MIB as f64
     );
     assert!(gap < IN_FLIGHT_BOUND, "{gap} bytes in flight");
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_256_mib_download_streams_through_in_bounded_memory() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let srv = start(config(Role::Serve, routes.path(), &[fleet.addr], None)).await;
-    let req = http::Request::get(format!("http://{}/download/256", srv.addr))
+    let setup = Setup::serve_without_ide().await;
+    let req = http::Request::get(setup.url("/download/256"))
         .body(Empty::new().map_err(|e| match e {}).boxed())
         .unwrap();
     let resp = client().request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    let got = fleet.state.client_received.clone();
+    let got = setup.fleet.state.client_received.clone();
     let read = async {
         while let Some(f) = body.frame().await {
             if let Ok(d) = f.unwrap().into_data() {
@@ -152,32 +132,23 @@ async fn a_256_mib_download_streams_through_in_bounded_memory() {
         .await
         .unwrap();
     assert_eq!(got.load(Ordering::Relaxed), 256 * MIB);
-    let gap = fleet.state.max_gap.load(Ordering::Relaxed);
+    let gap = setup.fleet.state.max_gap.load(Ordering::Relaxed);
     println!(
         "download: at most {:.1} MiB between upstream and client",
         gap as f64 / MIB as f64
     );
     assert!(gap < IN_FLIGHT_BOUND, "{gap} bytes in flight");
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn http2_prior_knowledge_h2c() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let ide = upstream("ide").await;
-    let srv = start(config(
-        Role::Serve,
-        routes.path(),
-        &[fleet.addr],
-        Some(ide.addr),
-    ))
-    .await;
+    let setup = Setup::serve().await;
     let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<TestBody>();
     for (path, server) in [("/api/w1/files/x", "ide"), ("/api/w1/runs/1", "fleet")] {
-        let req = http::Request::get(format!("http://{}{path}", srv.addr))
+        let req = http::Request::get(setup.url(path))
             .body(Empty::new().map_err(|e| match e {}).boxed())
             .unwrap();
         let resp = h2.request(req).await.unwrap();
@@ -187,29 +158,30 @@ async fn http2_prior_knowledge_h2c() {
             serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(body["server"], server);
     }
-    let seen = ide.seen();
+    let seen = setup.ide().seen();
     assert_eq!(seen[0].headers["via"], "2 test-node");
     assert!(
         seen[0].headers.contains_key("host"),
         "HTTP/1.1 upstreams get a Host header"
     );
-    srv.shutdown().await;
+    setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn http2_over_tls_with_alpn() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
     let dir = TempDir::new("tls");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_pem = dir.write("cert.pem", &cert.cert.pem());
     let key_pem = dir.write("key.pem", &cert.key_pair.serialize_pem());
-    let mut cfg = config(Role::Serve, routes.path(), &[fleet.addr], None);
-    cfg.tls = Some(fleetgate::config::TlsFiles {
-        cert: cert_pem,
-        key: key_pem,
-    });
-    let srv = start(cfg).await;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| {
+            c.tls = Some(fleetgate::config::TlsFiles {
+                cert: cert_pem,
+                key: key_pem,
+            })
+        })
+        .start()
+        .await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -221,7 +193,7 @@ async fn http2_over_tls_with_alpn() {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let tcp = setup.connect().await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let stream = connector.connect(name, tcp).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -230,7 +202,8 @@ async fn http2_over_tls_with_alpn() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(format!("https://localhost:{}/threads", srv.addr.port()))
+    let port = setup.srv.addr.port();
+    let req = http::Request::get(format!("https://localhost:{port}/threads"))
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -238,8 +211,8 @@ async fn http2_over_tls_with_alpn() {
     assert_eq!(resp.headers()["x-fleetgate-target"], "fleet");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("\"server\":\"fleet\""));
-    let seen = fleet.seen();
+    let seen = setup.fleet.seen();
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
     drop(sender);
-    srv.shutdown().await;
+    setup.shutdown().await;
 }

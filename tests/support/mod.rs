@@ -224,11 +224,7 @@ async fn handle(
     }
     if let Some(n) = path.split("/download/").nth(1) {
         let mib: u64 = n.parse().unwrap_or(1);
-        let body = Producer {
-            left: mib * MIB,
-            st: st.clone(),
-        };
-        return Ok(Response::new(body.boxed()));
+        return Ok(Response::new(download(mib * MIB, st.clone()).boxed()));
     }
     if path.contains("/sse") {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
@@ -322,15 +318,18 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<TestBody> {
     r
 }
 
-/// Streams `left` bytes in 64 KiB chunks, recording how far ahead of the client it is.
-struct Producer {
-    left: u64,
-    st: Arc<UpstreamState>,
-}
-
 static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
-impl Body for Producer {
+/// A body of `left` bytes sent in chunks of at most 64 KiB, calling `on_chunk(n)` as each
+/// chunk of `n` bytes goes out. With `exact` its size hint gives the length up front (a
+/// request with Content-Length); without, the length is left open.
+struct Chunks<F> {
+    left: u64,
+    exact: bool,
+    on_chunk: F,
+}
+
+impl<F: FnMut(u64) + Unpin> Body for Chunks<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -343,46 +342,7 @@ impl Body for Producer {
         }
         let n = self.left.min(CHUNK.len() as u64);
         self.left -= n;
-        let sent = self.st.sent.fetch_add(n, Ordering::Relaxed) + n;
-        let gap = sent.saturating_sub(self.st.client_received.load(Ordering::Relaxed));
-        self.st.max_gap.fetch_max(gap, Ordering::Relaxed);
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            &CHUNK[..n as usize],
-        )))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-}
-
-/// A request body of `left` bytes that records the largest `sent - received` it sees,
-/// where `received` is what the upstream has counted so far.
-pub struct CountingUpload {
-    pub left: u64,
-    pub sent: u64,
-    pub received: Arc<UpstreamState>,
-    pub max_gap: Arc<AtomicU64>,
-}
-
-impl Body for CountingUpload {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let n = self.left.min(CHUNK.len() as u64);
-        self.left -= n;
-        self.sent += n;
-        let gap = self
-            .sent
-            .saturating_sub(self.received.received.load(Ordering::Relaxed));
-        self.max_gap.fetch_max(gap, Ordering::Relaxed);
+        (self.on_chunk)(n);
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
             &CHUNK[..n as usize],
         )))))
@@ -393,7 +353,43 @@ impl Body for CountingUpload {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.left)
+        if self.exact {
+            http_body::SizeHint::with_exact(self.left)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+}
+
+/// The `/download` body: `len` bytes, recording in `st` how far ahead of the client it is.
+fn download(len: u64, st: Arc<UpstreamState>) -> Chunks<impl FnMut(u64) + Send + Sync> {
+    Chunks {
+        left: len,
+        exact: false,
+        on_chunk: move |n| {
+            let sent = st.sent.fetch_add(n, Ordering::Relaxed) + n;
+            let gap = sent.saturating_sub(st.client_received.load(Ordering::Relaxed));
+            st.max_gap.fetch_max(gap, Ordering::Relaxed);
+        },
+    }
+}
+
+/// A request body of `len` bytes that records in `max_gap` the largest `sent - received`
+/// it sees, where `received` is what `upstream` has counted so far.
+pub fn counting_upload(
+    len: u64,
+    upstream: Arc<UpstreamState>,
+    max_gap: Arc<AtomicU64>,
+) -> impl Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static {
+    let mut sent = 0u64;
+    Chunks {
+        left: len,
+        exact: true,
+        on_chunk: move |n| {
+            sent += n;
+            let gap = sent.saturating_sub(upstream.received.load(Ordering::Relaxed));
+            max_gap.fetch_max(gap, Ordering::Relaxed);
+        },
     }
 }
 
@@ -417,6 +413,149 @@ pub fn config(role: Role, routes: &Path, fleet: &[SocketAddr], ide: Option<Socke
 
 pub async fn start(config: Config) -> RunningServer {
     server::start(config).await.expect("proxy starts")
+}
+
+/// A loopback port with nothing listening on it.
+pub async fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// What a test runs against: the [`MANIFEST`] directory, a recording fleet upstream, maybe
+/// a recording ide upstream, and the proxy started in-process with [`config`]. Built by
+/// [`Setup::serve`], [`Setup::serve_without_ide`] or [`Setup::role`]. Everything is
+/// cleaned up when dropped; [`Setup::shutdown`] (or `srv.shutdown()`) stops the proxy
+/// gracefully first.
+pub struct Setup {
+    pub routes: TempDir,
+    /// The fleet upstream (the local application in roles ide, worker and all).
+    pub fleet: Upstream,
+    ide: Option<Upstream>,
+    pub srv: RunningServer,
+}
+
+impl Setup {
+    /// Role serve with a fleet upstream named `fleet` and an ide upstream named `ide`.
+    pub async fn serve() -> Setup {
+        Setup::role(Role::Serve).with_ide().start().await
+    }
+
+    /// Role serve with a fleet upstream named `fleet` and no ide configured.
+    pub async fn serve_without_ide() -> Setup {
+        Setup::role(Role::Serve).start().await
+    }
+
+    /// A proxy in `role` with a fleet upstream named `fleet` and no ide; change that with
+    /// the builder's methods, then [`SetupBuilder::start`] it.
+    pub fn role(role: Role) -> SetupBuilder {
+        SetupBuilder {
+            role,
+            fleet_name: "fleet",
+            ide: Ide::None,
+            tweak: None,
+        }
+    }
+
+    /// The ide upstream (panics unless the setup has a reachable one).
+    pub fn ide(&self) -> &Upstream {
+        self.ide.as_ref().expect("this setup has an ide upstream")
+    }
+
+    /// `http://` + the proxy's data address + `path_and_query`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.srv.addr)
+    }
+
+    /// `http://` + the proxy's admin address + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.srv.admin_addr)
+    }
+
+    /// A plain TCP connection to the proxy's data port.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.srv.addr).await.unwrap()
+    }
+
+    /// The digest of the manifest the proxy has loaded.
+    pub fn manifest_digest(&self) -> String {
+        self.srv
+            .gateway
+            .snapshot
+            .load()
+            .manifest
+            .digest()
+            .to_string()
+    }
+
+    /// Graceful shutdown of the proxy.
+    pub async fn shutdown(self) {
+        self.srv.shutdown().await
+    }
+}
+
+enum Ide {
+    None,
+    Recording,
+    Unreachable,
+}
+
+/// What [`Setup::role`] will start.
+pub struct SetupBuilder {
+    role: Role,
+    fleet_name: &'static str,
+    ide: Ide,
+    tweak: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+}
+
+impl SetupBuilder {
+    /// Name the fleet upstream (it answers with this name in `server`).
+    pub fn fleet_named(mut self, name: &'static str) -> Self {
+        self.fleet_name = name;
+        self
+    }
+
+    /// Add a recording ide upstream named `ide`.
+    pub fn with_ide(mut self) -> Self {
+        self.ide = Ide::Recording;
+        self
+    }
+
+    /// Configure an ide upstream on a port where nothing listens.
+    pub fn with_unreachable_ide(mut self) -> Self {
+        self.ide = Ide::Unreachable;
+        self
+    }
+
+    /// Change the proxy's configuration (timeouts, limits, ...) before it starts.
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak = Some(Box::new(tweak));
+        self
+    }
+
+    pub async fn start(self) -> Setup {
+        let routes = manifest_dir();
+        let fleet = upstream(self.fleet_name).await;
+        let (ide, ide_addr) = match self.ide {
+            Ide::None => (None, None),
+            Ide::Recording => {
+                let ide = upstream("ide").await;
+                let addr = ide.addr;
+                (Some(ide), Some(addr))
+            }
+            Ide::Unreachable => (None, Some(dead_port().await)),
+        };
+        let mut cfg = config(self.role, routes.path(), &[fleet.addr], ide_addr);
+        if let Some(tweak) = self.tweak {
+            tweak(&mut cfg);
+        }
+        let srv = start(cfg).await;
+        Setup {
+            routes,
+            fleet,
+            ide,
+            srv,
+        }
+    }
 }
 
 /// A plain HTTP/1.1 client.
