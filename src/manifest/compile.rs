@@ -24,6 +24,9 @@ use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Sever
 /// DFA is 10-15x smaller, so it wins from there on (see benches/classify.rs).
 const DENSE_LIMIT_BYTES: usize = 2 << 20;
 
+/// Upper bound on the memory the DFA construction may use.
+const AUTOMATON_LIMIT_BYTES: usize = 512 << 20;
+
 /// The compiled automaton: one DFA, in whichever encoding is faster at its size.
 #[derive(Debug)]
 pub(super) enum Dfa {
@@ -327,7 +330,11 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
                 .start_kind(StartKind::Anchored)
                 .minimize(false)
                 .byte_classes(true)
-                .accelerate(true),
+                .accelerate(true)
+                // A pathological manifest fails to load with a clear error instead of
+                // exhausting memory (10,000 realistic rules need about 15 MiB).
+                .dfa_size_limit(Some(AUTOMATON_LIMIT_BYTES))
+                .determinize_size_limit(Some(AUTOMATON_LIMIT_BYTES)),
         )
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false).shrink(false))
