@@ -830,7 +830,11 @@ pub fn check_main(config: Option<&Path>) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    if let Err(e) = crate::server::load_tls(&cfg) {
+    if let Some(Err(e)) = cfg
+        .tls
+        .as_ref()
+        .map(|f| crate::tls::load_server_config(f, &cfg.origin()))
+    {
         eprintln!("{e}");
         return EXIT_CONFIG;
     }

@@ -15,3 +15,4 @@ pub mod path;
 pub mod proxy;
 pub mod routes_cmd;
 pub mod server;
+pub mod tls;

@@ -8,8 +8,6 @@
 //! run on) and get `timeouts.shutdown` to do so; whatever is left is then closed.
 
 use std::convert::Infallible;
-use std::fs::File;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -349,68 +347,13 @@ impl Conn {
     }
 }
 
-/// Read the TLS certificate chain and key named by `tls.cert` / `tls.key`.
+/// The TLS acceptor for `tls.cert` / `tls.key`, when TLS is configured.
 pub fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
-    let Some(files) = &config.tls else {
-        return Ok(None);
-    };
-    let err = |key: &str, message: String| ConfigError {
-        origin: config.origin(),
-        key: key.to_string(),
-        message,
-    };
-    let open = |key: &str, path: &Path| {
-        File::open(path)
-            .map(BufReader::new)
-            .map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut open("tls.cert", &files.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            err(
-                "tls.cert",
-                format!("{}: invalid PEM: {e}", files.cert.display()),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(err(
-            "tls.cert",
-            format!(
-                "expected a PEM file with at least one CERTIFICATE block: {}",
-                files.cert.display()
-            ),
-        ));
+    match &config.tls {
+        None => Ok(None),
+        Some(files) => crate::tls::load_server_config(files, &config.origin())
+            .map(|sc| Some(TlsAcceptor::from(sc))),
     }
-    let key = rustls_pemfile::private_key(&mut open("tls.key", &files.key)?)
-        .map_err(|e| {
-            err(
-                "tls.key",
-                format!("{}: invalid PEM: {e}", files.key.display()),
-            )
-        })?
-        .ok_or_else(|| {
-            err(
-                "tls.key",
-                format!(
-                    "expected a PEM file with a PRIVATE KEY block: {}",
-                    files.key.display()
-                ),
-            )
-        })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("tls", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            err(
-                "tls.key",
-                format!("the key does not fit the certificate: {e}"),
-            )
-        })?;
-    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(sc))))
 }
 
 /// Resolves on SIGTERM or SIGINT.
