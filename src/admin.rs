@@ -1,12 +1,17 @@
 //! The admin listener (`admin_listen`, default `127.0.0.1:9901`): `GET /metrics`,
-//! `/healthz`, `/readyz`, `/version` and `/routes`. Probes are answered by fleetgate itself,
-//! here and on the data listener ([`probe`]), never forwarded, never shed.
+//! `/healthz`, `/readyz`, `/version`, `/routes`, and `POST /reload`.
+//!
+//! `GET` endpoints are open: kubelet probes and Prometheus reach them over the pod
+//! network. Mutating endpoints (`POST`) are accepted only from a loopback peer, or, when
+//! `[admin] token_file` is set, only with `Authorization: Bearer <token>` (from any peer,
+//! loopback included; compared in constant time); anything else is `403`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -16,74 +21,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::health::{json_bytes, probe, VERSION};
 use crate::manifest::{Condition, Manifest, Writes};
-use crate::proxy::upstream::Pool;
-use crate::proxy::{Gateway, Phase};
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// `/healthz` and `/readyz`, shared by both listeners: `(status, JSON body)`.
-pub fn probe(gw: &Gateway, path: &str) -> Option<(StatusCode, Bytes)> {
-    match path {
-        "/healthz" => Some((StatusCode::OK, json_bytes(&healthz(gw)))),
-        "/readyz" => {
-            let phase = gw.phase();
-            let ready = phase == Phase::Ready;
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            Some((
-                status,
-                json_bytes(&json!({ "ready": ready, "status": phase_name(phase) })),
-            ))
-        }
-        _ => None,
-    }
-}
-
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Starting => "starting",
-        Phase::Ready => "ok",
-        Phase::Draining => "draining",
-    }
-}
-
-fn json_bytes(v: &Value) -> Bytes {
-    let mut out = serde_json::to_vec_pretty(v).expect("JSON values serialize");
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
-fn pool_json(pool: &Pool) -> Value {
-    let eps = pool.endpoints();
-    json!({
-        "configured": pool.urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
-        "reachable": pool.reachable(),
-        "endpoints": eps.iter().map(|e| json!({
-            "address": e.addr.to_string(),
-            "reachable": !e.is_ejected(),
-            "outstanding": e.outstanding(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn healthz(gw: &Gateway) -> Value {
-    let snap = gw.snapshot.load();
-    json!({
-        "status": phase_name(gw.phase()),
-        "role": snap.config.role.as_str(),
-        "node_id": snap.config.node_id,
-        "version": VERSION,
-        "manifest_digest": snap.manifest.digest(),
-        "upstreams": {
-            "fleet": pool_json(&gw.fleet),
-            "ide": gw.ide.as_deref().map(pool_json),
-        },
-    })
-}
+use crate::reload::{Reloader, Trigger};
+use crate::state::{Snapshot, State};
 
 /// The compiled manifest as JSON (`GET /routes`).
 pub fn routes_json(m: &Manifest) -> Value {
@@ -129,27 +70,56 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     r
 }
 
-/// Answer one admin request.
-pub fn handle(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// May this request use a mutating endpoint? See the module docs.
+fn authorized(snap: &Snapshot, peer: SocketAddr, req: &Request<Incoming>) -> bool {
+    match &snap.admin_token {
+        Some(token) => req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|presented| token.matches(presented)),
+        None => peer.ip().is_loopback(),
+    }
+}
+
+/// Answer one admin request from `peer`.
+pub async fn handle(
+    state: &State,
+    reloader: &Reloader,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            Bytes::from_static(b"method not allowed\n"),
-        );
+    let method = req.method();
+    if method == Method::POST && path == "/reload" {
+        if !authorized(&state.snapshot(), peer, &req) {
+            return forbidden(peer);
+        }
+        return reload(reloader).await;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = if path == "/reload" {
+            "POST"
+        } else {
+            "GET, HEAD"
+        };
         r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static(allow));
         return r;
     }
-    if let Some((status, body)) = probe(gw, path) {
+    if let Some((status, body)) = probe(state, path) {
         return respond(status, "application/json", body);
     }
     match path {
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            Bytes::from(gw.metrics.render()),
+            Bytes::from(state.runtime.metrics.render()),
         ),
         "/version" => respond(
             StatusCode::OK,
@@ -159,22 +129,64 @@ pub fn handle(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/routes" => respond(
             StatusCode::OK,
             "application/json",
-            json_bytes(&routes_json(&gw.snapshot.load().manifest)),
+            json_bytes(&routes_json(&state.snapshot().manifest)),
         ),
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            Bytes::from_static(b"not found; try /healthz /readyz /metrics /version /routes\n"),
+        "/reload" => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found; try GET /healthz /readyz /metrics /version /routes, POST /reload\n",
+    )
+}
+
+fn forbidden(peer: SocketAddr) -> Response<Full<Bytes>> {
+    tracing::warn!(peer = %peer, "admin POST refused: not a loopback peer, or no valid bearer token");
+    text(
+        StatusCode::FORBIDDEN,
+        "forbidden: POST endpoints need a loopback peer, or the bearer token of [admin] token_file\n",
+    )
+}
+
+/// `POST /reload`: `200` with the new digest, or `422` with the reason nothing changed.
+async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
+    match reloader.reload(Trigger::Admin).await {
+        Ok(done) => respond(
+            StatusCode::OK,
+            "application/json",
+            json_bytes(&json!({
+                "status": "reloaded",
+                "digest": done.digest,
+                "serial": done.serial,
+                "manifest_changed": done.manifest_changed,
+            })),
+        ),
+        Err(e) => text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload refused; the previous configuration stays live:\n{e}\n"),
         ),
     }
 }
 
 /// Serve the admin listener until `stop` fires; then finish open requests and return.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    reloader: Arc<Reloader>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -185,10 +197,12 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut stop: watch::Rec
             },
             _ = stop.changed() => break,
         };
-        let gw = gw.clone();
+        let state = state.clone();
+        let reloader = reloader.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let resp = handle(&gw, &req);
-            async move { Ok::<_, Infallible>(resp) }
+            let state = state.clone();
+            let reloader = reloader.clone();
+            async move { Ok::<_, Infallible>(handle(&state, &reloader, peer, req).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(tcp), svc)

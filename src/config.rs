@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Exit code for configuration errors (`EX_CONFIG` from sysexits.h).
-pub const EXIT_CONFIG: i32 = 78;
+pub use crate::cli::exit::CONFIG as EXIT_CONFIG;
 
 /// The role of the replica this fleetgate fronts (DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,49 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tls: Option<TlsFiles>,
+    pub reload: Reload,
+    pub admin: Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    pub watch: bool,
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub token_file: Option<PathBuf>,
+}
+
+/// TEMPORARY (replaced by the config rewrite).
+pub fn read_admin_token(config: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: config.origin(),
+        key: "admin.token_file".into(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(Some(text.trim().to_string()))
+}
+
+impl Config {
+    /// TEMPORARY (replaced by the config rewrite).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.listen != new.listen {
+            v.push("listen");
+        }
+        if self.admin_listen != new.admin_listen {
+            v.push("admin_listen");
+        }
+        if self.role != new.role {
+            v.push("role");
+        }
+        v
+    }
 }
 
 impl Default for Config {
@@ -215,6 +258,11 @@ impl Default for Config {
                 max_hops: 4,
             },
             tls: None,
+            reload: Reload {
+                watch: false,
+                watch_interval: Duration::from_millis(1000),
+            },
+            admin: Admin { token_file: None },
         }
     }
 }

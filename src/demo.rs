@@ -283,7 +283,7 @@ pub fn examples(m: &Manifest, node_id: &str) -> Vec<Example> {
             target: path,
             headers: vec![("x-fleetgate-via".into(), node_id.into())],
             expect_status: 508,
-            expect_target: Some("fleet"),
+            expect_target: None,
             expect_server: None,
         });
     }

@@ -3,16 +3,21 @@
 //! Every request is classified against a compiled route manifest ([`manifest`]) as
 //! ide-only or fleet-ok, after its path is brought into one canonical form ([`path`]).
 pub mod admin;
+pub mod body;
+pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod error;
 #[doc(hidden)]
 pub mod fuzz_support;
+pub mod health;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod reload;
 pub mod routes_cmd;
 pub mod server;
+pub mod state;
 pub mod tls;
+pub mod upstream;

@@ -32,10 +32,14 @@ pub fn init(format: LogFormat, level: &str) {
 pub struct AccessRecord<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// `x-request-id` (set by fleetgate when the client sent none).
+    pub request_id: &'a str,
     pub class: &'a str,
     pub rule_file: &'a str,
     pub rule_line: u32,
     pub target: &'a str,
+    /// The ide was unreachable and a degrade rule served it locally.
+    pub degraded: bool,
     pub upstream: Option<std::net::SocketAddr>,
     pub status: u16,
     pub duration: std::time::Duration,
@@ -53,10 +57,12 @@ pub fn access(r: &AccessRecord<'_>) {
         target: "fleetgate::access",
         method = r.method,
         path = r.path,
+        request_id = r.request_id,
         class = r.class,
         rule_file = r.rule_file,
         rule_line = r.rule_line,
         target = r.target,
+        degraded = r.degraded,
         upstream = upstream,
         status = r.status,
         duration_ms = r.duration.as_secs_f64() * 1000.0,

@@ -3,10 +3,15 @@
 //!
 //! Label values are bounded: `class` is `ide-only|fleet-ok|none`, `target` is
 //! `local|fleet|ide|none`, `code` a status code, `upstream` `fleet|ide`, `kind` one
-//! of the error kinds of [`crate::error::ProxyError::kind`] or `no_endpoint`.
+//! of the error kinds of `UpstreamError::kind` or `no_endpoint`, `result` `ok|error`;
+//! `fleetgate_manifest_info` has exactly one series, the live manifest's digest.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +26,14 @@ pub struct Metrics {
     pub connections_active: IntGauge,
     /// `fleetgate_upstream_ejections_total{upstream}`
     pub ejections: IntCounterVec,
+    /// `fleetgate_reload_total{result}`
+    pub reloads: IntCounterVec,
+    /// `fleetgate_reload_last_success_timestamp_seconds`
+    pub reload_last_success: Gauge,
+    /// `fleetgate_manifest_info{digest}`: 1 for the live digest, no other series.
+    manifest_info: IntGaugeVec,
+    /// The digest `manifest_info` shows (to remove its series on a change).
+    manifest_digest: Mutex<String>,
 }
 
 impl Metrics {
@@ -67,12 +80,39 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "fleetgate_reload_total",
+                "Reload attempts (SIGHUP, POST /reload, file watch), by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let reload_last_success = Gauge::new(
+            "fleetgate_reload_last_success_timestamp_seconds",
+            "Unix time of the last successful load of the configuration and manifest (start included).",
+        )
+        .expect("valid metric");
+        let manifest_info = IntGaugeVec::new(
+            Opts::new(
+                "fleetgate_manifest_info",
+                "The live manifest: always 1, labelled with its digest.",
+            ),
+            &["digest"],
+        )
+        .expect("valid metric");
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(connections_active.clone()),
             Box::new(ejections.clone()),
+            Box::new(reloads.clone()),
+            Box::new(reload_last_success.clone()),
+            Box::new(manifest_info.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -83,7 +123,28 @@ impl Metrics {
             upstream_errors,
             connections_active,
             ejections,
+            reloads,
+            reload_last_success,
+            manifest_info,
+            manifest_digest: Mutex::new(String::new()),
         }
+    }
+
+    /// A snapshot with manifest `digest` went live (at start or by a reload).
+    pub fn set_manifest(&self, digest: &str) {
+        let mut live = self
+            .manifest_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *live != digest {
+            let _ = self.manifest_info.remove_label_values(&[live.as_str()]);
+            *live = digest.to_string();
+        }
+        self.manifest_info.with_label_values(&[digest]).set(1);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.reload_last_success.set(now);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -93,6 +154,28 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding never fails");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_info_has_one_series() {
+        let m = Metrics::new();
+        m.set_manifest("aaa");
+        m.set_manifest("bbb");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("fleetgate_manifest_info{digest=\"bbb\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("digest=\"aaa\""), "{text}");
+        assert!(
+            text.contains("fleetgate_reload_total{result=\"error\"} 0"),
+            "{text}"
+        );
     }
 }
 

@@ -1,35 +1,44 @@
 //! Listeners and the life of the process: binding the data and admin listeners, TLS
 //! (rustls, ALPN `h2`/`http/1.1`), HTTP/1.1 + HTTP/2 + h2c on one port, connection limits,
-//! head-size and head-time limits, and graceful shutdown (DESIGN.md §9).
+//! head-size and head-time limits, the tower-http layers around the data path (panic to
+//! 500, sensitive headers, request ids), reload on SIGHUP, and graceful shutdown.
+//!
+//! A new connection is served with the live snapshot's TLS certificate and HTTP limits;
+//! a reload never touches an open connection.
 //!
 //! Shutdown, once triggered (SIGTERM/SIGINT or [`ShutdownHandle::trigger`]): readiness
 //! fails at once; accepting stops after `timeouts.drain_delay`; open connections are told
 //! to finish (idle keep-alives close, HTTP/2 gets GOAWAY, in-flight requests and streams
 //! run on) and get `timeouts.shutdown` to do so; whatever is left is then closed.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::Request;
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::config::{Config, ConfigError, EXIT_CONFIG};
-use crate::manifest::Manifest;
-use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, Gateway, Phase};
+use crate::config::Config;
+use crate::proxy::{ConnInfo, Proxy, ProxyService};
+use crate::reload::{BuildError, ConfigSource, Reloader, Trigger};
+use crate::state::{Phase, Runtime, Snapshot, State};
 
 /// Why the server did not start.
 #[derive(Debug)]
@@ -53,9 +62,15 @@ impl std::error::Error for StartError {}
 impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) => EXIT_CONFIG,
+            StartError::Config(_) => crate::cli::exit::CONFIG,
             StartError::Io(_) => 1,
         }
+    }
+}
+
+impl From<BuildError> for StartError {
+    fn from(e: BuildError) -> Self {
+        StartError::Config(e.to_string())
     }
 }
 
@@ -69,13 +84,14 @@ impl ShutdownHandle {
     }
 }
 
-/// A started server: its bound addresses and the means to stop it.
+/// A started server: its bound addresses and the means to reload and stop it.
 pub struct RunningServer {
     /// The data listener's address (useful with port 0).
     pub addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
-    pub gateway: Arc<Gateway>,
+    pub state: Arc<State>,
+    pub reloader: Arc<Reloader>,
     shutdown: ShutdownHandle,
     done: JoinHandle<()>,
 }
@@ -83,6 +99,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot()
     }
 
     /// Trigger a graceful shutdown and wait until it has finished.
@@ -97,23 +118,22 @@ impl RunningServer {
     }
 }
 
-/// Load the manifest, bind both listeners and start serving. Readiness turns green once
-/// everything is up.
+/// Build the first snapshot, bind both listeners and start serving. Readiness turns
+/// green once everything is up. A reload re-reads `config`'s file when it came from one
+/// (see [`ConfigSource::of`]).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    let config = Arc::new(config);
-    let manifest =
-        Manifest::load_dir(&config.routes).map_err(|e| StartError::Config(e.to_string()))?;
-    for w in manifest.warnings() {
-        tracing::warn!("{w}");
-    }
-    let tls = load_tls(&config).map_err(|e| StartError::Config(e.to_string()))?;
-    let listener = TcpListener::bind(config.listen)
+    let source = ConfigSource::of(&config);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let runtime = Runtime::new(metrics.clone(), config.timeouts.connect);
+    let (listen, admin_listen) = (config.listen, config.admin_listen);
+    let watch_files = config.reload.watch;
+    let snapshot = crate::reload::build_snapshot(config, None, &metrics).await?;
+    let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| StartError::Io(format!("cannot listen on {} (listen): {e}", config.listen)))?;
-    let admin = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+        .map_err(|e| StartError::Io(format!("cannot listen on {listen} (listen): {e}")))?;
+    let admin = TcpListener::bind(admin_listen).await.map_err(|e| {
         StartError::Io(format!(
-            "cannot listen on {} (admin_listen): {e}",
-            config.admin_listen
+            "cannot listen on {admin_listen} (admin_listen): {e}"
         ))
     })?;
     let addr = listener
@@ -123,37 +143,30 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
 
-    let metrics = Arc::new(Metrics::new());
-    let gw = Arc::new(Gateway::new(config.clone(), manifest, metrics));
-    for pool in std::iter::once(&gw.fleet).chain(gw.ide.iter()) {
-        if pool.uses_dns() {
-            pool.refresh_dns().await;
-        }
-    }
+    let state = Arc::new(State::new(snapshot, runtime));
+    let reloader = Arc::new(Reloader::new(state.clone(), source));
+    let proxy = Arc::new(Proxy::new(state.clone()));
 
     let (trigger_tx, mut trigger_rx) = watch::channel(false);
     let (stop_accept_tx, stop_accept_rx) = watch::channel(false);
     let (kill_tx, kill_rx) = watch::channel(false);
     let (stop_bg_tx, stop_bg_rx) = watch::channel(false);
 
-    let accept = tokio::spawn(accept_loop(
-        listener,
-        gw.clone(),
-        tls,
-        stop_accept_rx,
-        kill_rx,
+    let accept = tokio::spawn(accept_loop(listener, proxy, stop_accept_rx, kill_rx));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        state.clone(),
+        reloader.clone(),
+        stop_bg_rx.clone(),
     ));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, gw.clone(), stop_bg_rx.clone()));
-    for pool in std::iter::once(&gw.fleet).chain(gw.ide.iter()) {
-        tokio::spawn(pool.clone().maintain(
-            config.timeouts.connect,
-            config.upstreams.dns_refresh,
-            stop_bg_rx.clone(),
-        ));
+    tokio::spawn(state.clone().maintain_upstreams(stop_bg_rx.clone()));
+    tokio::spawn(reload_on_sighup(reloader.clone(), stop_bg_rx.clone()));
+    if watch_files {
+        tokio::spawn(reloader.clone().watch(stop_bg_rx.clone()));
     }
-    gw.set_phase(Phase::Ready);
+    state.runtime.set_phase(Phase::Ready);
 
-    let life_gw = gw.clone();
+    let life = state.clone();
     let done = tokio::spawn(async move {
         // Wait for the trigger (or for every handle to be gone).
         while !*trigger_rx.borrow_and_update() {
@@ -161,8 +174,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 break;
             }
         }
-        let t = life_gw.snapshot.load().config.timeouts;
-        life_gw.set_phase(Phase::Draining);
+        let t = life.snapshot().config.timeouts;
+        life.runtime.set_phase(Phase::Draining);
         tracing::info!(
             drain_delay_ms = t.drain_delay.as_millis() as u64,
             "shutdown: readiness is failing; draining"
@@ -174,7 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             if let Some(g) = graceful {
                 g.shutdown().await;
             }
-            while life_gw.forwarder.open_tunnels() > 0 {
+            while life.runtime.client.open_tunnels() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -194,13 +207,35 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         addr,
         admin_addr,
-        gateway: gw,
+        state,
+        reloader,
         shutdown: ShutdownHandle(Arc::new(trigger_tx)),
         done,
     })
 }
 
-/// The HTTP/1.1 + HTTP/2 connection builder with our limits.
+/// Reload on every SIGHUP until `stop` fires.
+async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload with POST /reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP received; reloading");
+                let _ = reloader.reload(Trigger::Signal).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The HTTP/1.1 + HTTP/2 connection builder with the limits of one snapshot.
 fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -216,17 +251,38 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What a new connection is served with: built once per snapshot, reused until the next.
+struct ConnSettings {
+    serial: u64,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    header_read: Duration,
+}
+
+impl ConnSettings {
+    fn of(snap: &Snapshot) -> ConnSettings {
+        ConnSettings {
+            serial: snap.serial,
+            builder: Arc::new(http_builder(&snap.config)),
+            tls: snap.tls.clone().map(TlsAcceptor::from),
+            header_read: snap.config.timeouts.header_read,
+        }
+    }
+}
+
 /// Accept until told to stop; returns the handle that drains the open connections.
 async fn accept_loop(
     listener: TcpListener,
-    gw: Arc<Gateway>,
-    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
 ) -> GracefulShutdown {
-    let config = gw.snapshot.load().config.clone();
-    let builder = Arc::new(http_builder(&config));
-    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let state = proxy.state().clone();
+    // `limits.max_connections` needs a restart, so the semaphore is sized once.
+    let limit = Arc::new(Semaphore::new(
+        state.snapshot().config.limits.max_connections,
+    ));
+    let mut settings = ConnSettings::of(&state.snapshot());
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -246,16 +302,22 @@ async fn accept_loop(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
+        // A new connection gets the live snapshot's TLS certificate and limits; open
+        // connections keep theirs.
+        let snap = state.snapshot();
+        if snap.serial != settings.serial {
+            settings = ConnSettings::of(&snap);
+        }
         let conn = Conn {
-            gw: gw.clone(),
-            builder: builder.clone(),
+            proxy: proxy.clone(),
+            builder: settings.builder.clone(),
             remote,
-            deadline: Instant::now() + config.timeouts.header_read,
+            deadline: Instant::now() + settings.header_read,
             watcher: graceful.watcher(),
             kill: kill.clone(),
             _permit: permit,
         };
-        tokio::spawn(conn.run(tcp, tls.clone()));
+        tokio::spawn(conn.run(tcp, settings.tls.clone()));
     }
     tracing::info!("stopped accepting connections");
     graceful
@@ -263,7 +325,7 @@ async fn accept_loop(
 
 /// One accepted connection.
 struct Conn {
-    gw: Arc<Gateway>,
+    proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     remote: SocketAddr,
     /// The first request head must have arrived by then (covers the TLS handshake and the
@@ -274,18 +336,43 @@ struct Conn {
     _permit: OwnedSemaphorePermit,
 }
 
-struct ActiveGuard(Arc<Gateway>);
+struct ActiveGuard(Arc<crate::metrics::Metrics>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.metrics.connections_active.dec();
+        self.0.connections_active.dec();
     }
+}
+
+/// `x-request-id` for requests that arrive without one: 128 random bits, in hex.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        http::HeaderValue::try_from(id).ok().map(RequestId::new)
+    }
+}
+
+/// The answer to a request whose handling panicked: a bug, but the connection and the
+/// process survive it.
+fn panic_response(
+    _: Box<dyn std::any::Any + Send + 'static>,
+) -> http::Response<Full<bytes::Bytes>> {
+    tracing::error!("a request handler panicked; answered 500");
+    crate::proxy::plain_response(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error in fleetgate\n",
+    )
+    .map(Full::new)
 }
 
 impl Conn {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
-        self.gw.metrics.connections_active.inc();
-        let _active = ActiveGuard(self.gw.clone());
+        let metrics = self.proxy.state().runtime.metrics.clone();
+        metrics.connections_active.inc();
+        let _active = ActiveGuard(metrics);
         match tls {
             None => self.drive(tcp, false).await,
             Some(acceptor) => {
@@ -305,7 +392,7 @@ impl Conn {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn {
-            gw,
+            proxy,
             builder,
             remote,
             deadline,
@@ -314,13 +401,21 @@ impl Conn {
             _permit,
         } = self;
         let info = Arc::new(ConnInfo::new(remote, tls));
-        let svc_info = info.clone();
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let gw = gw.clone();
-            let info = svc_info.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req, &info).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        // Outermost first: a panic becomes a 500; credentials are never printed by a
+        // log of the headers; every request gets an `x-request-id` (the client's, or a
+        // new one), sent upstream and echoed on the response.
+        let svc = ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                http::header::AUTHORIZATION,
+                http::header::PROXY_AUTHORIZATION,
+                http::header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .service(ProxyService::new(proxy, info.clone()));
+        let conn =
+            builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
         let conn = watcher.watch(conn);
         tokio::pin!(conn);
         let first_head = tokio::time::sleep_until(deadline);
@@ -347,15 +442,6 @@ impl Conn {
     }
 }
 
-/// The TLS acceptor for `tls.cert` / `tls.key`, when TLS is configured.
-pub fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
-    match &config.tls {
-        None => Ok(None),
-        Some(files) => crate::tls::load_server_config(files, &config.origin())
-            .map(|sc| Some(TlsAcceptor::from(sc))),
-    }
-}
-
 /// Resolves on SIGTERM or SIGINT.
 async fn termination_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -373,7 +459,7 @@ pub fn serve_main(config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return EXIT_CONFIG;
+            return crate::cli::exit::CONFIG;
         }
     };
     crate::logging::init(config.log_format, &config.log_level);
@@ -402,7 +488,7 @@ pub fn serve_main(config: Option<&Path>) -> i32 {
             admin = %server.admin_addr,
             role = role.as_str(),
             node_id = %node,
-            manifest = server.gateway.snapshot.load().manifest.digest(),
+            manifest = server.snapshot().manifest.digest(),
             "fleetgate serving"
         );
         let handle = server.shutdown_handle();

@@ -137,10 +137,7 @@ async fn the_admin_listener_answers_health_readiness_metrics_version_and_routes(
     assert_eq!(j["role"], "serve");
     assert_eq!(j["node_id"], "test-node");
     assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        j["manifest_digest"],
-        setup.srv.gateway.snapshot.load().manifest.digest()
-    );
+    assert_eq!(j["manifest_digest"], setup.srv.snapshot().manifest.digest());
     assert_eq!(j["upstreams"]["fleet"]["reachable"], true);
     assert_eq!(
         j["upstreams"]["ide"]["endpoints"][0]["address"],

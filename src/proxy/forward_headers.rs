@@ -1,4 +1,4 @@
-//! The header hygiene layer (DESIGN.md §5), both directions of one hop.
+//! The header hygiene layer, both directions of one hop.
 //!
 //! On the way up, before the inner service sees the request: hop-by-hop headers and every
 //! header named in `Connection` are removed (an HTTP/1.1 `Upgrade` keeps `Upgrade` and
@@ -12,7 +12,7 @@
 //! Protocols` keeps its `Upgrade`).
 //!
 //! The rules themselves live in [`headers`]; this module applies them in the stack, with
-//! the client side and node values of the request's [`Routed`] extension. Response stamps
+//! the client side and node values of the request's [`RequestContext`]. Response stamps
 //! (`x-fleetgate-target`, `-served-by`, …) are not here: they go on fleetgate's own
 //! answers too, so the respond step adds them.
 
@@ -23,8 +23,8 @@ use std::task::{ready, Context, Poll};
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
+use crate::proxy::context::RequestContext;
 use crate::proxy::headers;
-use crate::proxy::routed::Routed;
 
 /// Wraps a service in [`ForwardHeaders`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,14 +64,13 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let routed = Routed::of(&parts.extensions);
-        let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::forward_request(
+        let cx = RequestContext::of(&parts.extensions);
+        headers::strip_hop_by_hop(&mut parts.headers, cx.route.upgrade);
+        headers::prepare_upstream_request(
             &mut parts.headers,
             parts.uri.authority(),
-            &routed.client,
-            &routed.snapshot.node,
+            &cx.client,
+            &cx.snapshot.node,
         );
         ResponseFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
@@ -108,12 +107,12 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     use super::*;
-    use crate::error::ProxyError;
+    use crate::proxy::context::{testing, RequestContext};
+    use crate::proxy::error::ProxyError;
     use crate::proxy::headers::{
         TRACEPARENT, X_FLEETGATE_MANIFEST, X_FLEETGATE_VIA, X_FORWARDED_FOR, X_FORWARDED_HOST,
         X_FORWARDED_PROTO,
     };
-    use crate::proxy::routed::testing;
     use crate::proxy::target::Target;
 
     /// Run `req` through the layer over an inner service that records the headers it
@@ -166,6 +165,12 @@ mod tests {
             .insert(CONNECTION, "Upgrade".parse().unwrap());
         req.headers_mut()
             .insert(UPGRADE, "websocket".parse().unwrap());
+        // The front of the data path decided it: an upgrade.
+        req.extensions_mut()
+            .get_mut::<RequestContext>()
+            .unwrap()
+            .route
+            .upgrade = true;
         let mut switching = Response::new(());
         *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         switching

@@ -1,4 +1,4 @@
-//! Header hygiene and stamps (DESIGN.md §5): hop-by-hop stripping in both directions,
+//! Header hygiene and stamps: hop-by-hop stripping in both directions,
 //! `x-forwarded-*`, `via`, W3C `traceparent`, the `x-fleetgate-via` loop guard, the
 //! manifest digest on forwarded requests, and the `x-fleetgate-*` response stamps.
 //!
@@ -12,9 +12,9 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName, HOST};
 use http::{HeaderMap, HeaderValue, Version};
 
-use crate::config::Config;
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 use crate::proxy::target::Target;
+pub use crate::state::NodeHeaders;
 
 pub const X_FLEETGATE_VIA: HeaderName = HeaderName::from_static("x-fleetgate-via");
 pub const X_FLEETGATE_MANIFEST: HeaderName = HeaderName::from_static("x-fleetgate-manifest");
@@ -39,43 +39,6 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-/// Header values that depend only on the node's configuration and manifest.
-#[derive(Debug, Clone)]
-pub struct NodeHeaders {
-    pub node_id: String,
-    node: HeaderValue,
-    served_by: HeaderValue,
-    via_10: HeaderValue,
-    via_11: HeaderValue,
-    via_2: HeaderValue,
-    manifest: HeaderValue,
-    pub max_hops: usize,
-    pub stamps: bool,
-}
-
-impl NodeHeaders {
-    pub fn new(config: &Config, digest: &str) -> NodeHeaders {
-        let hv = |s: String| HeaderValue::try_from(s).expect("node id and digest are header-safe");
-        let id = &config.node_id;
-        NodeHeaders {
-            node_id: id.clone(),
-            node: hv(id.clone()),
-            served_by: hv(format!("{}@{}", config.role, id)),
-            via_10: hv(format!("1.0 {id}")),
-            via_11: hv(format!("1.1 {id}")),
-            via_2: hv(format!("2 {id}")),
-            manifest: hv(digest.to_string()),
-            max_hops: config.limits.max_hops,
-            stamps: config.response_stamps,
-        }
-    }
-
-    /// `role@node_id`
-    pub fn served_by(&self) -> &HeaderValue {
-        &self.served_by
-    }
-}
 
 /// Loop guard: `508` when `x-fleetgate-via` already names this node or holds
 /// `max_hops` entries or more (this node would be one hop too many).
@@ -164,7 +127,7 @@ pub struct ClientSide {
 }
 
 /// Prepare the headers of a request about to go upstream (hop-by-hop already stripped).
-pub fn forward_request(
+pub fn prepare_upstream_request(
     headers: &mut HeaderMap,
     authority: Option<&http::uri::Authority>,
     client: &ClientSide,
@@ -272,7 +235,7 @@ fn new_traceparent() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex is header-safe")
 }
 
-/// What to stamp on a response (DESIGN.md §5).
+/// What to stamp on a response.
 pub struct Stamp {
     pub target: Option<Target>,
     pub degraded: bool,
@@ -300,6 +263,7 @@ pub fn stamp_response(headers: &mut HeaderMap, node: &NodeHeaders, stamp: &Stamp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn node(max_hops: usize) -> NodeHeaders {
         let mut c = Config {
@@ -360,7 +324,7 @@ mod tests {
             tls: false,
             version: Version::HTTP_11,
         };
-        forward_request(&mut h, None, &client, &n);
+        prepare_upstream_request(&mut h, None, &client, &n);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");
         assert_eq!(h[X_FORWARDED_PROTO], "http");

@@ -1,10 +1,18 @@
-//! The role table of DESIGN.md §4: where a request of a given class goes, for the role
-//! of the replica this fleetgate fronts. Pure and tiny; the pipeline calls it once.
+//! The target step: the role table, where a request of a given class goes for the role
+//! of the replica this fleetgate fronts. Pure and tiny; the data path calls it once per
+//! request, and the answer travels in the request context.
+//!
+//! | role | fleet-ok | ide-only |
+//! |---|---|---|
+//! | serve | fleet pool | ide upstream; 421 when none is configured |
+//! | ide, all | local | local |
+//! | worker | local | 421 |
 
 use http::HeaderValue;
 
 use crate::config::Role;
 use crate::manifest::Class;
+use crate::upstream::Upstream;
 
 /// Where a request is sent. `Local` and `Fleet` both use the `fleet` upstream pool: in role
 /// serve that pool is the fleet (or the sidecar's one replica), in the other roles it is
@@ -39,42 +47,19 @@ impl Target {
     }
 }
 
-/// The two upstream pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
-    Fleet,
-    Ide,
-}
-
-impl Upstream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Upstream::Fleet => "fleet",
-            Upstream::Ide => "ide",
-        }
-    }
-}
-
-/// The outcome of the role table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Forward(Target),
-    /// This replica cannot serve it and knows no ide: `421`.
-    Misdirected,
-}
-
-/// DESIGN.md §4, as code. `ide_configured`: an `upstreams.ide` is set.
-pub fn route(role: Role, class: Class, ide_configured: bool) -> Route {
+/// The role table: where a request of `class` goes on a replica of `role`.
+/// `ide_configured`: the snapshot has an ide pool. `None`: this replica cannot serve it
+/// and knows no ide (`421 Misdirected Request`).
+pub fn route(role: Role, class: Class, ide_configured: bool) -> Option<Target> {
     match (role, class) {
-        (Role::Serve, Class::FleetOk) => Route::Forward(Target::Fleet),
-        (Role::Serve, Class::IdeOnly) if ide_configured => Route::Forward(Target::Ide),
-        (Role::Serve, Class::IdeOnly) => Route::Misdirected,
-        (Role::Ide | Role::All, _) => Route::Forward(Target::Local),
-        (Role::Worker, Class::FleetOk) => Route::Forward(Target::Local),
-        (Role::Worker, Class::IdeOnly) => Route::Misdirected,
+        (Role::Serve, Class::FleetOk) => Some(Target::Fleet),
+        (Role::Serve, Class::IdeOnly) if ide_configured => Some(Target::Ide),
+        (Role::Serve, Class::IdeOnly) => None,
+        (Role::Ide | Role::All, _) => Some(Target::Local),
+        (Role::Worker, Class::FleetOk) => Some(Target::Local),
+        (Role::Worker, Class::IdeOnly) => None,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,18 +67,19 @@ mod tests {
     #[test]
     fn role_table() {
         use Class::*;
-        use Route::*;
         use Target::*;
+        let forward = Some;
+        let misdirected = None;
         let cases = [
-            (Role::Serve, FleetOk, true, Forward(Fleet)),
-            (Role::Serve, IdeOnly, true, Forward(Ide)),
-            (Role::Serve, IdeOnly, false, Misdirected),
-            (Role::Ide, FleetOk, false, Forward(Local)),
-            (Role::Ide, IdeOnly, true, Forward(Local)),
-            (Role::Worker, FleetOk, true, Forward(Local)),
-            (Role::Worker, IdeOnly, true, Misdirected),
-            (Role::All, FleetOk, false, Forward(Local)),
-            (Role::All, IdeOnly, false, Forward(Local)),
+            (Role::Serve, FleetOk, true, forward(Fleet)),
+            (Role::Serve, IdeOnly, true, forward(Ide)),
+            (Role::Serve, IdeOnly, false, misdirected),
+            (Role::Ide, FleetOk, false, forward(Local)),
+            (Role::Ide, IdeOnly, true, forward(Local)),
+            (Role::Worker, FleetOk, true, forward(Local)),
+            (Role::Worker, IdeOnly, true, misdirected),
+            (Role::All, FleetOk, false, forward(Local)),
+            (Role::All, IdeOnly, false, forward(Local)),
         ];
         for (role, class, ide, want) in cases {
             assert_eq!(route(role, class, ide), want, "{role} {class} ide={ide}");

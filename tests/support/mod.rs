@@ -478,13 +478,7 @@ impl Setup {
 
     /// The digest of the manifest the proxy has loaded.
     pub fn manifest_digest(&self) -> String {
-        self.srv
-            .gateway
-            .snapshot
-            .load()
-            .manifest
-            .digest()
-            .to_string()
+        self.srv.snapshot().manifest.digest().to_string()
     }
 
     /// Graceful shutdown of the proxy.

@@ -1,21 +1,22 @@
-//! The routed request: what the front of the pipeline (normalize, classify, target)
-//! decided, carried in the request's extensions to every layer of the stack behind it.
+//! The request context: what the front of the data path (normalize, classify, target)
+//! decided, carried in the request's extensions to every layer behind it.
 //!
-//! DESIGN.md §1: the decision is computed once per request and travels with it; no later
-//! step re-parses the path. [`Gateway::handle`](super::Gateway::handle) inserts one
-//! [`Routed`] into the extensions of every request it hands to the stack; a layer reads it
-//! with [`Routed::of`]:
+//! The decision is computed once per request and travels with it; no later step re-parses
+//! the path or re-reads headers to find out what was decided. [`Proxy::handle`]
+//! (super::Proxy::handle) inserts one [`RequestContext`] into the extensions of every
+//! request it hands to the stack; a layer reads it with [`RequestContext::of`]:
 //!
 //! ```text
-//! let routed = Routed::of(req.extensions());
-//! routed.decision.target      // local | fleet | ide
-//! routed.tenant()             // the rule's tenant parameter, a slice of routed.path
-//! routed.rule()               // the winning rule (None: the default class applied)
-//! routed.snapshot.config      // the config this request sees from start to end
+//! let cx = RequestContext::of(req.extensions());
+//! cx.route.target             // local | fleet | ide
+//! cx.route.upgrade            // an HTTP/1.1 Upgrade (WebSocket) handshake
+//! cx.tenant()                 // the rule's tenant parameter
+//! cx.rule()                   // the winning rule (None: the default class applied)
+//! cx.snapshot.config          // the snapshot this request sees from start to end
 //! ```
 //!
-//! It is one extension, not four, so routing a request costs one small allocation in the
-//! extension map rather than one per value.
+//! It is one extension, not several, so routing a request costs one small allocation in
+//! the extension map rather than one per value.
 
 use std::sync::Arc;
 
@@ -25,11 +26,11 @@ use http::Extensions;
 use crate::manifest::{Class, Rule};
 use crate::proxy::headers::ClientSide;
 use crate::proxy::target::Target;
-use crate::proxy::Snapshot;
+use crate::state::Snapshot;
 
-/// The routing decision for one request: small, owned and `Copy`.
+/// Where one request goes and why: small, owned and `Copy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteDecision {
+pub struct Route {
     pub class: Class,
     /// Index of the winning rule in the snapshot's manifest; `None`: the default class.
     pub rule_index: Option<usize>,
@@ -39,9 +40,12 @@ pub struct RouteDecision {
     pub target: Target,
     /// The rule allows serving it locally when the ide is unreachable (GET/HEAD only).
     pub degrade: bool,
+    /// An HTTP/1.1 `Upgrade` handshake (WebSocket), decided from the client's headers
+    /// before any layer rewrote them.
+    pub upgrade: bool,
 }
 
-impl RouteDecision {
+impl Route {
     /// The tenant, as a slice of the normalized `path` the decision was made on.
     pub fn tenant<'p>(&self, path: &'p str) -> Option<&'p str> {
         let (start, end) = self.tenant?;
@@ -51,8 +55,8 @@ impl RouteDecision {
 
 /// The extension every request in the stack carries.
 #[derive(Clone)]
-pub struct Routed {
-    pub decision: RouteDecision,
+pub struct RequestContext {
+    pub route: Route,
     /// The snapshot the request was classified against; it keeps it to the end.
     pub snapshot: Arc<Snapshot>,
     /// The canonical request target: sent upstream as is.
@@ -61,26 +65,26 @@ pub struct Routed {
     pub client: ClientSide,
 }
 
-impl Routed {
-    /// The routing facts of a request in the stack.
+impl RequestContext {
+    /// The context of a request in the stack.
     ///
     /// # Panics
-    /// When the request was not routed: only [`Gateway::handle`](super::Gateway::handle)
-    /// feeds the stack, and it always attaches a `Routed`.
-    pub fn of(extensions: &Extensions) -> &Routed {
+    /// When the request was not routed: only [`Proxy::handle`](super::Proxy::handle)
+    /// feeds the stack, and it always attaches a `RequestContext`.
+    pub fn of(extensions: &Extensions) -> &RequestContext {
         extensions
-            .get::<Routed>()
+            .get::<RequestContext>()
             .expect("requests reach the proxy stack only after routing")
     }
 
     /// The tenant named by the winning rule's tenant parameter, if any.
     pub fn tenant(&self) -> Option<&str> {
-        self.decision.tenant(self.path.path())
+        self.route.tenant(self.path.path())
     }
 
     /// The winning rule; `None` when the manifest's default class applied.
     pub fn rule(&self) -> Option<&Rule> {
-        self.decision
+        self.route
             .rule_index
             .and_then(|i| self.snapshot.manifest.rules().get(i))
     }
@@ -91,41 +95,62 @@ impl Routed {
 pub(crate) mod testing {
     use super::*;
     use crate::config::Config;
-    use crate::manifest::Manifest;
+    use crate::metrics::Metrics;
+    use crate::upstream::{Pool, Upstream};
 
-    /// A snapshot for node `n1` with an empty manifest and `max_hops` hops allowed.
+    /// A snapshot for node `n1` with an empty manifest, `max_hops` hops allowed, and
+    /// pools whose one DNS name is never resolved (every pick fails fast).
     pub fn snapshot(max_hops: usize) -> Arc<Snapshot> {
         let mut config = Config {
             node_id: "n1".into(),
             ..Config::default()
         };
         config.limits.max_hops = max_hops;
-        let manifest = Manifest::from_sources(&[("r.toml".into(), String::new())])
+        let manifest = crate::manifest::Manifest::from_sources(&[("r.toml".into(), String::new())])
             .expect("an empty manifest loads");
-        Arc::new(Snapshot::new(Arc::new(config), manifest))
+        let metrics = Arc::new(Metrics::new());
+        let unresolved = || {
+            vec![crate::config::UpstreamUrl {
+                host: "unresolved.invalid".into(),
+                port: 80,
+            }]
+        };
+        Arc::new(Snapshot {
+            serial: 1,
+            loaded_at: std::time::SystemTime::now(),
+            node: crate::state::NodeHeaders::new(&config, manifest.digest()),
+            config: Arc::new(config),
+            manifest,
+            fleet: Arc::new(Pool::new(Upstream::Fleet, unresolved(), metrics.clone())),
+            ide: Some(Arc::new(Pool::new(Upstream::Ide, unresolved(), metrics))),
+            tls: None,
+            admin_token: None,
+        })
     }
 
-    /// A request for `path` routed to `target`, as `Gateway::handle` would hand it over.
+    /// A request for `path` routed to `target`, as `Proxy::handle` would hand it over.
     pub fn request<B>(
         method: http::Method,
         path: &'static str,
         target: Target,
         body: B,
     ) -> http::Request<B> {
-        let decision = RouteDecision {
+        let route = Route {
             class: Class::FleetOk,
             rule_index: None,
             tenant: None,
             target,
             degrade: false,
+            upgrade: false,
         };
-        routed_request(method, path, decision, body)
+        routed_request(method, path, route, snapshot(4), body)
     }
 
     pub fn routed_request<B>(
         method: http::Method,
         path: &'static str,
-        decision: RouteDecision,
+        route: Route,
+        snapshot: Arc<Snapshot>,
         body: B,
     ) -> http::Request<B> {
         let mut req = http::Request::builder()
@@ -133,9 +158,9 @@ pub(crate) mod testing {
             .uri(path)
             .body(body)
             .expect("a valid request");
-        req.extensions_mut().insert(Routed {
-            decision,
-            snapshot: snapshot(4),
+        req.extensions_mut().insert(RequestContext {
+            route,
+            snapshot,
             path: PathAndQuery::from_static(path),
             client: ClientSide {
                 ip: "192.0.2.7".parse().unwrap(),
@@ -153,12 +178,13 @@ mod tests {
 
     #[test]
     fn tenant_is_a_span_of_the_normalized_path() {
-        let d = RouteDecision {
+        let d = Route {
             class: Class::IdeOnly,
             rule_index: None,
             tenant: Some((5, 7)),
             target: Target::Ide,
             degrade: false,
+            upgrade: false,
         };
         assert_eq!(d.tenant("/api/w1/files"), Some("w1"));
         assert_eq!(
@@ -166,7 +192,7 @@ mod tests {
             None,
             "a span outside the path is no tenant"
         );
-        let none = RouteDecision { tenant: None, ..d };
+        let none = Route { tenant: None, ..d };
         assert_eq!(none.tenant("/api/w1/files"), None);
     }
 }

@@ -1,28 +1,33 @@
-//! Upstream pools: the endpoints behind `upstreams.fleet` and `upstreams.ide`, the choice
-//! of one per request (power of two choices on outstanding requests), ejection of
-//! endpoints that refuse connections, TCP-connect probes that re-admit them, and periodic
-//! re-resolution of DNS names (a Kubernetes headless service). A pool with one endpoint is
-//! sidecar mode; the code is the same.
+//! Upstream pools: the endpoints of one upstream, the choice of one per request (power of
+//! two choices on outstanding requests), ejection of endpoints that refuse connections,
+//! TCP-connect probes that re-admit them, and periodic re-resolution of DNS names (a
+//! Kubernetes headless service). A pool with one endpoint is sidecar mode; the code is the
+//! same.
+//!
+//! A pool belongs to one snapshot; its endpoints do not. [`Pool::adopt`] builds the pool
+//! of a new snapshot from the old one: an unchanged upstream keeps its pool, a changed one
+//! keeps the [`Endpoint`]s (health, back-off, in-flight count) of addresses that stay.
+//! Removed endpoints get no new requests; requests already on them finish, because they
+//! hold the endpoint ([`InFlight`]) and the old snapshot.
+//!
+//! Health is lock-free (atomics): nothing on the request path takes a lock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use rand::Rng;
-use tokio::sync::watch;
-use tokio::time::Instant;
+use std::time::Instant;
 
+use super::Upstream;
 use crate::config::UpstreamUrl;
-use crate::proxy::target::Upstream;
 
 /// First ejection period; doubles on every failed probe up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often ejected endpoints are looked at.
-const PROBE_TICK: Duration = Duration::from_millis(100);
 
 /// One address requests can be sent to.
 #[derive(Debug)]
@@ -32,14 +37,16 @@ pub struct Endpoint {
     pub authority: Authority,
     outstanding: AtomicUsize,
     ejected: AtomicBool,
-    health: Mutex<Health>,
+    /// While ejected: when the next probe may run ([`clock`] milliseconds).
+    retry_at_ms: AtomicU64,
+    /// The current ejection back-off, in milliseconds.
+    backoff_ms: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Health {
-    /// While ejected: when the next probe may run.
-    retry_at: Instant,
-    backoff: Duration,
+/// Milliseconds on a monotonic clock that starts with the process.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Endpoint {
@@ -50,10 +57,8 @@ impl Endpoint {
                 .expect("socket address is an authority"),
             outstanding: AtomicUsize::new(0),
             ejected: AtomicBool::new(false),
-            health: Mutex::new(Health {
-                retry_at: Instant::now(),
-                backoff: BASE_BACKOFF,
-            }),
+            retry_at_ms: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(BASE_BACKOFF.as_millis() as u64),
         })
     }
 
@@ -67,9 +72,18 @@ impl Endpoint {
 
     /// Whole seconds until this endpoint is probed again (for `Retry-After`).
     pub fn retry_after_secs(&self) -> u32 {
-        let h = self.health.lock().unwrap();
-        let left = h.retry_at.saturating_duration_since(Instant::now());
-        (left.as_millis() as u64).div_ceil(1000).max(1) as u32
+        let left = self
+            .retry_at_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(clock());
+        left.div_ceil(1000).max(1) as u32
+    }
+
+    /// Start (or extend) an ejection period of `backoff`.
+    fn hold_off(&self, backoff: Duration) {
+        let ms = backoff.as_millis() as u64;
+        self.backoff_ms.store(ms, Ordering::Relaxed);
+        self.retry_at_ms.store(clock() + ms, Ordering::Relaxed);
     }
 }
 
@@ -120,6 +134,41 @@ impl Pool {
         }
     }
 
+    /// The pool for `urls` in a new snapshot, given the pool the old snapshot had for the
+    /// same upstream. Unchanged URLs keep the old pool itself (its resolved endpoints
+    /// included); otherwise every address that stays keeps its [`Endpoint`]. DNS names of
+    /// a new pool are resolved before it is returned.
+    pub async fn adopt(
+        upstream: Upstream,
+        urls: Vec<UpstreamUrl>,
+        previous: Option<&Arc<Pool>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Pool> {
+        if let Some(old) = previous.filter(|p| p.urls == urls) {
+            return old.clone();
+        }
+        let pool = Pool::new(upstream, urls, metrics);
+        if let Some(old) = previous {
+            let current = old.endpoints();
+            let eps: Vec<Arc<Endpoint>> = pool
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    current
+                        .iter()
+                        .find(|c| c.addr == e.addr)
+                        .cloned()
+                        .unwrap_or_else(|| e.clone())
+                })
+                .collect();
+            pool.endpoints.store(Arc::new(eps));
+        }
+        if pool.uses_dns() {
+            pool.refresh_dns_from(previous.map(|p| p.endpoints())).await;
+        }
+        Arc::new(pool)
+    }
+
     pub fn uses_dns(&self) -> bool {
         self.urls.iter().any(|u| u.ip().is_none())
     }
@@ -167,24 +216,22 @@ impl Pool {
 
     /// A connect to `ep` failed: take it out of rotation until a probe succeeds.
     pub fn eject(&self, ep: &Endpoint) {
-        let mut h = ep.health.lock().unwrap();
         if ep.ejected.swap(true, Ordering::Relaxed) {
             return;
         }
-        h.backoff = BASE_BACKOFF;
-        h.retry_at = Instant::now() + h.backoff;
+        ep.hold_off(BASE_BACKOFF);
         self.metrics
             .ejections
             .with_label_values(&[self.upstream.as_str()])
             .inc();
-        tracing::info!(upstream = self.upstream.as_str(), endpoint = %ep.addr, backoff_ms = h.backoff.as_millis() as u64, "endpoint ejected after a failed connect");
+        tracing::info!(upstream = self.upstream.as_str(), endpoint = %ep.addr, backoff_ms = BASE_BACKOFF.as_millis() as u64, "endpoint ejected after a failed connect");
     }
 
     /// Probe every ejected endpoint whose back-off has passed with a TCP connect.
     pub async fn probe_ejected(&self, connect_timeout: Duration) {
         let eps = self.endpoints();
         for ep in eps.iter().filter(|e| e.is_ejected()) {
-            if ep.health.lock().unwrap().retry_at > Instant::now() {
+            if ep.retry_at_ms.load(Ordering::Relaxed) > clock() {
                 continue;
             }
             let ok = matches!(
@@ -192,20 +239,25 @@ impl Pool {
                     .await,
                 Ok(Ok(_))
             );
-            let mut h = ep.health.lock().unwrap();
             if ok {
+                ep.backoff_ms
+                    .store(BASE_BACKOFF.as_millis() as u64, Ordering::Relaxed);
                 ep.ejected.store(false, Ordering::Relaxed);
-                h.backoff = BASE_BACKOFF;
                 tracing::info!(upstream = self.upstream.as_str(), endpoint = %ep.addr, "endpoint answered a probe; re-admitted");
             } else {
-                h.backoff = (h.backoff * 2).min(MAX_BACKOFF);
-                h.retry_at = Instant::now() + h.backoff;
+                let doubled = Duration::from_millis(ep.backoff_ms.load(Ordering::Relaxed) * 2);
+                ep.hold_off(doubled.min(MAX_BACKOFF));
             }
         }
     }
 
     /// Re-resolve DNS names; endpoints that stay keep their counters and health.
     pub async fn refresh_dns(&self) {
+        self.refresh_dns_from(None).await
+    }
+
+    /// [`Pool::refresh_dns`], also adopting endpoints of `also` (an older pool's).
+    async fn refresh_dns_from(&self, also: Option<Arc<Vec<Arc<Endpoint>>>>) {
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for u in &self.urls {
             match u.ip() {
@@ -225,42 +277,20 @@ impl Pool {
         if current.len() == addrs.len() && current.iter().zip(&addrs).all(|(e, a)| e.addr == *a) {
             return;
         }
+        let known = current.iter().chain(also.iter().flat_map(|v| v.iter()));
+        let known: Vec<&Arc<Endpoint>> = known.collect();
         let next: Vec<Arc<Endpoint>> = addrs
             .iter()
             .map(|a| {
-                current
+                known
                     .iter()
                     .find(|e| e.addr == *a)
-                    .cloned()
+                    .map(|e| (*e).clone())
                     .unwrap_or_else(|| Endpoint::new(*a))
             })
             .collect();
         tracing::info!(upstream = self.upstream.as_str(), endpoints = ?addrs, "upstream endpoints changed");
         self.endpoints.store(Arc::new(next));
-    }
-
-    /// Probes and DNS refreshes until `stop` fires.
-    pub async fn maintain(
-        self: Arc<Self>,
-        connect_timeout: Duration,
-        dns_refresh: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut next_dns = Instant::now() + dns_refresh;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(PROBE_TICK) => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
-                return;
-            }
-            self.probe_ejected(connect_timeout).await;
-            if self.uses_dns() && Instant::now() >= next_dns {
-                self.refresh_dns().await;
-                next_dns = Instant::now() + dns_refresh;
-            }
-        }
     }
 
     /// Is at least one endpoint in rotation?
@@ -312,5 +342,56 @@ mod tests {
         p.eject(&eps[2]);
         assert!(p.pick().is_err());
         assert!(!p.reachable());
+    }
+
+    #[tokio::test]
+    async fn adopting_keeps_unchanged_pools_and_surviving_endpoints() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let old = Arc::new(pool(2));
+        let same = Pool::adopt(
+            Upstream::Fleet,
+            old.urls.clone(),
+            Some(&old),
+            metrics.clone(),
+        )
+        .await;
+        assert!(Arc::ptr_eq(&old, &same), "unchanged URLs keep the pool");
+
+        let held = old.pick().unwrap();
+        let kept_addr = held.endpoint().addr;
+        old.eject(&old.endpoints()[0]);
+        let mut urls = old.urls.clone();
+        urls.push(UpstreamUrl {
+            host: "127.0.0.1".into(),
+            port: 2000,
+        });
+        let grown = Pool::adopt(Upstream::Fleet, urls, Some(&old), metrics.clone()).await;
+        let eps = grown.endpoints();
+        assert_eq!(eps.len(), 3);
+        let kept = eps.iter().find(|e| e.addr == kept_addr).unwrap();
+        assert!(
+            Arc::ptr_eq(kept, held.endpoint()),
+            "the endpoint survives the swap"
+        );
+        assert_eq!(kept.outstanding(), 1, "its in-flight count too");
+        assert!(eps[0].is_ejected(), "and its health");
+        assert!(!eps[2].is_ejected(), "a new endpoint starts in rotation");
+
+        let shrunk = Pool::adopt(
+            Upstream::Fleet,
+            vec![old.urls[1].clone()],
+            Some(&old),
+            metrics,
+        )
+        .await;
+        assert_eq!(shrunk.endpoints().len(), 1);
+        drop(held);
+        assert_eq!(
+            old.endpoints()
+                .iter()
+                .map(|e| e.outstanding())
+                .sum::<usize>(),
+            0
+        );
     }
 }

@@ -1,0 +1,2 @@
+//! The command-line subcommands, one file each; exit codes defined once.
+pub mod exit;

@@ -1,0 +1,97 @@
+//! `/healthz` and `/readyz`: what the state of a running fleetgate looks like to a probe
+//! or an operator. Answered by fleetgate itself, on the admin listener and on the data
+//! listener alike, never forwarded and never shed.
+//!
+//! * `/readyz`: `200 {"ready":true,"status":"ok"}` while serving; `503` while starting
+//!   and from the moment a shutdown begins (so a load balancer drains this node).
+//! * `/healthz`: always `200` while the process answers; the role, the node, the live
+//!   manifest (digest, when it was loaded, the snapshot serial), the last reload error
+//!   when the latest reload failed, and the upstreams' endpoints.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::state::{Phase, State};
+use crate::upstream::Pool;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The answer to a probe path: `(status, JSON body)`; `None` for other paths.
+pub fn probe(state: &State, path: &str) -> Option<(StatusCode, Bytes)> {
+    match path {
+        "/healthz" => Some((StatusCode::OK, json_bytes(&healthz(state)))),
+        "/readyz" => {
+            let phase = state.runtime.phase();
+            let ready = phase == Phase::Ready;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Some((
+                status,
+                json_bytes(&json!({ "ready": ready, "status": phase.as_str() })),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Pretty JSON with a final newline.
+pub fn json_bytes(v: &Value) -> Bytes {
+    let mut out = serde_json::to_vec_pretty(v).expect("JSON values serialize");
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn pool_json(pool: &Pool) -> Value {
+    let eps = pool.endpoints();
+    json!({
+        "configured": pool.urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+        "reachable": pool.reachable(),
+        "endpoints": eps.iter().map(|e| json!({
+            "address": e.addr.to_string(),
+            "reachable": !e.is_ejected(),
+            "outstanding": e.outstanding(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn healthz(state: &State) -> Value {
+    let snap = state.snapshot();
+    let reload = state.runtime.reload_status();
+    let last_reload_error = reload.last_error.as_ref().map(|message| {
+        json!({
+            "message": message,
+            "at": reload.last_error_at.map(httpdate::fmt_http_date),
+            "at_unix": reload.last_error_at.map(unix),
+        })
+    });
+    json!({
+        "status": state.runtime.phase().as_str(),
+        "role": snap.config.role.as_str(),
+        "node_id": snap.config.node_id,
+        "version": VERSION,
+        "manifest_digest": snap.manifest.digest(),
+        "manifest": {
+            "digest": snap.manifest.digest(),
+            "rules": snap.manifest.rules().len(),
+            "loaded_at": httpdate::fmt_http_date(snap.loaded_at),
+            "loaded_at_unix": unix(snap.loaded_at),
+            "serial": snap.serial,
+        },
+        "last_reload_error": last_reload_error,
+        "upstreams": {
+            "fleet": pool_json(&snap.fleet),
+            "ide": snap.ide.as_deref().map(pool_json),
+        },
+    })
+}

@@ -1,0 +1,252 @@
+//! The state of a running fleetgate: one immutable [`Snapshot`] of everything that a
+//! reload can change, held in one `ArcSwap`, and the [`Runtime`] state that outlives every
+//! swap. [`crate::reload`] builds snapshots; the data path reads them.
+//!
+//! A request loads the snapshot once, when its head has been read, and keeps that `Arc`
+//! to its end: it never sees half of one snapshot and half of another, and a swap never
+//! touches it. A connection loads it once for its TLS handshake and HTTP limits.
+//!
+//! What survives a swap is named here and nowhere else: the metrics, the upstream client
+//! (and its keep-alive connections), the lifecycle phase, the reload status; endpoint
+//! health and in-flight counts live in the endpoints, which a new snapshot's pools adopt
+//! ([`crate::upstream::Pool::adopt`]).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::upstream::{Pool, Upstream, UpstreamClient};
+
+/// Everything a reload can change, built by [`crate::reload::build_snapshot`] and
+/// swapped whole.
+pub struct Snapshot {
+    /// 1 for the snapshot built at start, +1 for every successful reload.
+    pub serial: u64,
+    /// When it was built.
+    pub loaded_at: SystemTime,
+    pub config: Arc<Config>,
+    pub manifest: Manifest,
+    /// Header values of this node, formatted once per snapshot.
+    pub node: NodeHeaders,
+    /// The fleet pool (in roles ide, worker and all: the local application).
+    pub fleet: Arc<Pool>,
+    /// The ide upstream, when one is configured.
+    pub ide: Option<Arc<Pool>>,
+    /// The TLS server configuration (certificate and key), when TLS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The bearer token the admin listener's POST endpoints require, when configured.
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Snapshot {
+    /// The pool of `upstream`; `None` for an ide that is not configured.
+    pub fn pool(&self, upstream: Upstream) -> Option<&Arc<Pool>> {
+        match upstream {
+            Upstream::Fleet => Some(&self.fleet),
+            Upstream::Ide => self.ide.as_ref(),
+        }
+    }
+
+    /// The pools of this snapshot.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        std::iter::once(&self.fleet).chain(self.ide.iter())
+    }
+}
+
+/// The admin bearer token. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(token.into())
+    }
+
+    /// Does `presented` equal the token? Compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let want = self.0.as_bytes();
+        // The length is not secret; the content is.
+        want.len() == presented.len() && bool::from(want.ct_eq(presented))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Header values that depend only on the node's configuration and manifest.
+#[derive(Debug, Clone)]
+pub struct NodeHeaders {
+    pub node_id: String,
+    /// `node_id`, for `x-fleetgate-via`.
+    pub node: HeaderValue,
+    /// `role@node_id`, for `x-fleetgate-served-by`.
+    pub served_by: HeaderValue,
+    /// `via` entries by the client's HTTP version.
+    pub via_10: HeaderValue,
+    pub via_11: HeaderValue,
+    pub via_2: HeaderValue,
+    /// The manifest digest, for `x-fleetgate-manifest`.
+    pub manifest: HeaderValue,
+    pub max_hops: usize,
+    /// `response_stamps`
+    pub stamps: bool,
+}
+
+impl NodeHeaders {
+    pub fn new(config: &Config, digest: &str) -> NodeHeaders {
+        let hv = |s: String| HeaderValue::try_from(s).expect("node id and digest are header-safe");
+        let id = &config.node_id;
+        NodeHeaders {
+            node_id: id.clone(),
+            node: hv(id.clone()),
+            served_by: hv(format!("{}@{}", config.role, id)),
+            via_10: hv(format!("1.0 {id}")),
+            via_11: hv(format!("1.1 {id}")),
+            via_2: hv(format!("2 {id}")),
+            manifest: hv(digest.to_string()),
+            max_hops: config.limits.max_hops,
+            stamps: config.response_stamps,
+        }
+    }
+}
+
+/// Where the process is in its life (readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ok",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// The outcome of the latest reload attempts, for `/healthz`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// The message of the latest attempt, when it failed (cleared by a success).
+    pub last_error: Option<String>,
+    /// When the latest attempt failed.
+    pub last_error_at: Option<SystemTime>,
+}
+
+/// Runtime state that survives every snapshot swap.
+pub struct Runtime {
+    pub metrics: Arc<Metrics>,
+    /// The shared upstream client: keep-alive connections and open tunnels.
+    pub client: Arc<UpstreamClient>,
+    phase: AtomicU8,
+    reload_status: Mutex<ReloadStatus>,
+}
+
+impl Runtime {
+    pub fn new(metrics: Arc<Metrics>, connect_timeout: Duration) -> Runtime {
+        Runtime {
+            client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone())),
+            metrics,
+            phase: AtomicU8::new(Phase::Starting as u8),
+            reload_status: Mutex::new(ReloadStatus::default()),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_reload_status(&self, status: ReloadStatus) {
+        *self
+            .reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
+    }
+}
+
+/// The live snapshot and the runtime state: what every part of a running server shares.
+pub struct State {
+    snapshot: ArcSwap<Snapshot>,
+    pub runtime: Runtime,
+}
+
+impl State {
+    pub fn new(snapshot: Snapshot, runtime: Runtime) -> State {
+        runtime.metrics.set_manifest(snapshot.manifest.digest());
+        State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            runtime,
+        }
+    }
+
+    /// The live snapshot; keep the `Arc` for as long as one consistent view is needed.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Make `next` live; what already holds the old one keeps it.
+    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
+        let rt = &self.runtime;
+        rt.client.set_connect_timeout(next.config.timeouts.connect);
+        rt.metrics.set_manifest(next.manifest.digest());
+        self.snapshot.swap(Arc::new(next))
+    }
+
+    /// Probe ejected endpoints and re-resolve DNS names of the live snapshot's pools,
+    /// until `stop` fires. Pools come and go with reloads; this always looks at the live
+    /// ones.
+    pub async fn maintain_upstreams(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        const TICK: Duration = Duration::from_millis(100);
+        let mut next_dns = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let snap = self.snapshot();
+            let timeouts = snap.config.timeouts;
+            for pool in snap.pools() {
+                pool.probe_ejected(timeouts.connect).await;
+            }
+            if tokio::time::Instant::now() >= next_dns {
+                for pool in snap.pools().filter(|p| p.uses_dns()) {
+                    pool.refresh_dns().await;
+                }
+                next_dns = tokio::time::Instant::now() + snap.config.upstreams.dns_refresh;
+            }
+        }
+    }
+}
