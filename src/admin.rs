@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::health::{json_bytes, probe, VERSION};
 use crate::manifest::{Condition, Manifest, Writes};
 use crate::reload::{Reloader, Trigger};
-use crate::state::{Snapshot, State};
+use crate::state::{AdminToken, State};
 
 /// The compiled manifest as JSON (`GET /routes`).
 pub fn routes_json(m: &Manifest) -> Value {
@@ -75,10 +75,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// May this request use a mutating endpoint? See the module docs.
-fn authorized(snap: &Snapshot, peer: SocketAddr, req: &Request<Incoming>) -> bool {
-    match &snap.admin_token {
-        Some(token) => req
-            .headers()
+fn authorized(token: Option<&AdminToken>, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    match token {
+        Some(token) => headers
             .get(AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .is_some_and(|presented| token.matches(presented)),
@@ -96,7 +95,7 @@ pub async fn handle(
     let path = req.uri().path();
     let method = req.method();
     if method == Method::POST && path == "/reload" {
-        if !authorized(&state.snapshot(), peer, &req) {
+        if !authorized(state.snapshot().admin_token.as_ref(), peer, req.headers()) {
             return forbidden(peer);
         }
         return reload(reloader).await;
@@ -214,4 +213,62 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(AUTHORIZATION, a.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers_may_post() {
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let pod: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert!(authorized(None, lo, &headers(None)));
+        assert!(authorized(None, lo6, &headers(None)));
+        assert!(!authorized(None, pod, &headers(None)));
+        assert!(
+            !authorized(None, pod, &headers(Some("Bearer anything"))),
+            "no token configured: a bearer header does not open the door"
+        );
+    }
+
+    #[test]
+    fn with_a_token_every_peer_needs_it() {
+        let token = AdminToken::new("s3cret".into());
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let pod: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        for peer in [lo, pod] {
+            assert!(!authorized(Some(&token), peer, &headers(None)));
+            assert!(!authorized(
+                Some(&token),
+                peer,
+                &headers(Some("Bearer wrong"))
+            ));
+            assert!(!authorized(
+                Some(&token),
+                peer,
+                &headers(Some("Bearer s3cre"))
+            ));
+            assert!(!authorized(
+                Some(&token),
+                peer,
+                &headers(Some("Basic s3cret"))
+            ));
+            assert!(authorized(
+                Some(&token),
+                peer,
+                &headers(Some("Bearer s3cret"))
+            ));
+        }
+        assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
 }

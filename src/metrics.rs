@@ -157,6 +157,12 @@ impl Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,11 +182,5 @@ mod tests {
             text.contains("fleetgate_reload_total{result=\"error\"} 0"),
             "{text}"
         );
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }

@@ -430,7 +430,7 @@ pub struct Setup {
     pub routes: TempDir,
     /// The fleet upstream (the local application in roles ide, worker and all).
     pub fleet: Upstream,
-    ide: Option<Upstream>,
+    pub ide: Option<Upstream>,
     pub srv: RunningServer,
 }
 
