@@ -1,7 +1,24 @@
-//! fleetgate: a reverse-proxy sidecar and self-routing gateway.
+//! fleetgate: a reverse-proxy sidecar and self-routing gateway. Every request is
+//! classified against a compiled route manifest as ide-only or fleet-ok and sent where it
+//! can be served.
 //!
-//! Every request is classified against a compiled route manifest ([`manifest`]) as
-//! ide-only or fleet-ok, after its path is brought into one canonical form ([`path`]).
+//! The modules form a line, bottom to top; nothing imports from a layer above it
+//! (`tests/layering.rs` checks it):
+//!
+//! 1. **model**, no network: [`config`] (file + environment), [`manifest`] (load,
+//!    compile, classify, drift), [`path`] (normalization), [`tls`] (certificate loading),
+//!    [`metrics`], [`logging`].
+//! 2. **runtime**: [`upstream`] (pools, endpoint health, the client), [`body`] (streaming
+//!    bodies), [`state`] (the swappable `Snapshot` and the runtime state that survives a
+//!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`).
+//! 3. **data path**: [`proxy`], one module per step of a request's life (normalize,
+//!    classify, target, forward headers, forward, respond) and one error mapping.
+//! 4. **edges**: [`server`] (listeners, TLS, shutdown), [`admin`], [`cli`], [`demo`],
+//!    [`routes_cmd`].
+//!
+//! Where a change belongs: a new config key in `config`, a new request step in `proxy`
+//! (as a tower layer in `Proxy::new`'s stack, reading its settings from the request's
+//! snapshot), state that must survive a reload in `state::Runtime`.
 pub mod admin;
 pub mod body;
 pub mod cli;

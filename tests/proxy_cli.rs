@@ -289,3 +289,53 @@ async fn demo_examples_show_what_they_advertise() {
     assert!(demo.examples.iter().any(|e| e.expect_status == 508));
     demo.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_manifest_of_a_running_serve() {
+    let routes = manifest_dir();
+    let fleet = upstream("fleet").await;
+    let ide = upstream("ide").await;
+    let dir = TempDir::new("cli-hup");
+    let (listen, admin) = (free_port(), free_port());
+    let fleet_line = format!("fleet = [\"http://127.0.0.1:{}\"]\n", fleet.addr.port());
+    let text = valid_config(&dir, routes.path(), listen, admin, fleet.addr.port()).replace(
+        &fleet_line,
+        &format!("{fleet_line}ide = \"http://{}\"\n", ide.addr),
+    );
+    assert!(text.contains("ide = "), "{text}");
+    let cfg = dir.write("serve.toml", &text);
+    let mut child = Command::new(EXE)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = tokio::task::spawn_blocking(move || wait_ready(admin))
+        .await
+        .unwrap();
+    assert!(ready, "serve became ready");
+    let url = format!("http://127.0.0.1:{listen}/reports/1");
+    assert_eq!(get(&url).await.server(), "fleet");
+
+    routes.write(
+        "20-reports.toml",
+        "[[rule]]\npath = \"/reports/{id}\"\nclass = \"ide-only\"\nwhy = \"rendered from the working copy\"\n",
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut server = String::new();
+    for _ in 0..100 {
+        server = get(&url).await.server();
+        if server == "ide" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(server, "ide", "SIGHUP reloaded the manifest");
+}
