@@ -101,9 +101,9 @@ enum Routes {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
-        Command::Serve { config } => fleetgate::server::serve_main(config.as_deref()),
+        Command::Serve { config } => fleetgate::cli::serve::serve(config.as_deref()),
         Command::Check { config } => fleetgate::config::check_main(config.as_deref()),
-        Command::Demo => fleetgate::demo::demo_main(),
+        Command::Demo => fleetgate::cli::demo::demo(),
         Command::Routes(Routes::Check { dir, deny_warnings }) => {
             routes_cmd::check(dir, *deny_warnings)
         }

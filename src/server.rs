@@ -12,7 +12,6 @@
 //! run on) and get `timeouts.shutdown` to do so; whatever is left is then closed.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -440,63 +439,4 @@ impl Conn {
             }
         }
     }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// `fleetgate serve [--config FILE]`: returns the process exit code.
-pub fn serve_main(config: Option<&Path>) -> i32 {
-    let config = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return crate::cli::exit::CONFIG;
-        }
-    };
-    crate::logging::init(config.log_format, &config.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async move {
-        let role = config.role;
-        let node = config.node_id.clone();
-        let server = match start(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return e.exit_code();
-            }
-        };
-        tracing::info!(
-            listen = %server.addr,
-            admin = %server.admin_addr,
-            role = role.as_str(),
-            node_id = %node,
-            manifest = server.snapshot().manifest.digest(),
-            "fleetgate serving"
-        );
-        let handle = server.shutdown_handle();
-        tokio::spawn(async move {
-            termination_signal().await;
-            handle.trigger();
-        });
-        server.wait().await;
-        0
-    })
 }
