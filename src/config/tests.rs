@@ -1,0 +1,234 @@
+//! Unit tests of the configuration: the file, the environment, validation messages.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml("f.toml", text, &|_| None)
+}
+
+#[test]
+fn defaults_without_file() {
+    let c = Config::load_with(None, &|_| None).unwrap();
+    assert_eq!(c.role, Role::Serve);
+    assert_eq!(c.limits.max_hops, 4);
+    assert_eq!(c.upstreams.fleet[0].port, 3000);
+}
+
+#[test]
+fn full_file_parses() {
+    let c = parse(
+        r#"
+node_id = "serve-1"
+role = "worker"
+listen = "127.0.0.1:8080"
+[upstreams]
+fleet = ["http://10.0.0.1:3000", "http://10.0.0.2:3000"]
+ide = "http://ide.internal:3000"
+[timeouts]
+connect = 100
+[limits]
+max_hops = 2
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.role, Role::Worker);
+    assert_eq!(c.upstreams.fleet.len(), 2);
+    assert_eq!(c.upstreams.ide.as_ref().unwrap().host, "ide.internal");
+    assert_eq!(c.timeouts.connect, Duration::from_millis(100));
+    assert_eq!(c.limits.max_hops, 2);
+}
+
+#[test]
+fn allow_encoded_slash_from_file_and_environment() {
+    assert!(!parse("").unwrap().allow_encoded_slash);
+    assert!(
+        parse("allow_encoded_slash = true\n")
+            .unwrap()
+            .allow_encoded_slash
+    );
+    let env = |k: &str| (k == "FLEETGATE_ALLOW_ENCODED_SLASH").then(|| "yes".to_string());
+    assert!(Config::load_with(None, &env).unwrap().allow_encoded_slash);
+    let e = parse("allow_encoded_slash = \"maybe\"\n").unwrap_err();
+    assert_eq!(e.key, "allow_encoded_slash");
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let e = parse("role = \"serve\"\n[timeouts]\nconect = 5\n").unwrap_err();
+    assert_eq!(e.origin, "f.toml:3");
+    assert_eq!(e.key, "timeouts.conect");
+    assert!(e.message.contains("unknown key"), "{e}");
+}
+
+#[test]
+fn bad_value_names_line_key_and_expectation() {
+    let e = parse("\n\nlisten = \"nope\"\n").unwrap_err();
+    assert_eq!(e.origin, "f.toml:3");
+    assert_eq!(e.key, "listen");
+    assert!(e.to_string().contains("expected a socket address"), "{e}");
+    let e = parse("[limits]\nmax_hops = -1\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:2", "limits.max_hops")
+    );
+    let e = parse("role = \"edge\"").unwrap_err();
+    assert!(e.to_string().contains("serve, ide, worker, all"));
+}
+
+#[test]
+fn environment_wins_and_is_named() {
+    let env = |k: &str| match k {
+        "FLEETGATE_ROLE" => Some("ide".to_string()),
+        "FLEETGATE_FLEET_UPSTREAMS" => Some("http://127.0.0.1:1, http://127.0.0.1:2".into()),
+        _ => None,
+    };
+    let c = Config::from_toml("f.toml", "role = \"serve\"", &env).unwrap();
+    assert_eq!(c.role, Role::Ide);
+    assert_eq!(c.upstreams.fleet.len(), 2);
+    let env = |k: &str| (k == "FLEETGATE_LISTEN").then(|| "x".to_string());
+    let e = Config::from_toml("f.toml", "", &env).unwrap_err();
+    assert_eq!(e.origin, "environment variable FLEETGATE_LISTEN");
+}
+
+#[test]
+fn upstream_urls() {
+    assert_eq!(
+        UpstreamUrl::parse("http://[::1]:8080/").unwrap(),
+        UpstreamUrl {
+            host: "::1".into(),
+            port: 8080
+        }
+    );
+    assert!(UpstreamUrl::parse("https://x:1").is_err());
+    assert!(UpstreamUrl::parse("http://x:1/path").is_err());
+    assert!(parse("[upstreams]\nfleet = [\"http://a:1\", \"http://b:1\"]").is_err());
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let e = parse("[tls]\ncert = \"c.pem\"\n").unwrap_err();
+    assert_eq!(e.key, "tls.key");
+}
+
+#[test]
+fn dotted_keys_and_inline_tables() {
+    let c = parse(
+        "upstreams.fleet = [\"http://127.0.0.1:1\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+    )
+    .unwrap();
+    assert_eq!(c.upstreams.fleet[0].port, 1);
+    assert!(c.tls.is_some());
+    let c = parse("tls.cert = \"c.pem\"\ntls.key = \"k.pem\"\n").unwrap();
+    assert!(c.tls.is_some());
+    let e = parse("upstreams.flet = 1\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:1", "upstreams.flet")
+    );
+    assert!(e.message.contains("expected one of `fleet`, `ide`"), "{e}");
+}
+
+#[test]
+fn unknown_tables_and_tables_of_the_wrong_shape() {
+    let e = parse("role = \"serve\"\n\n[foo]\nx = 1\n").unwrap_err();
+    assert_eq!((e.origin.as_str(), e.key.as_str()), ("f.toml:3", "foo"));
+    assert!(e.message.starts_with("unknown key `foo`"), "{e}");
+    assert!(
+        e.message.contains("`timeouts`"),
+        "names the tables too: {e}"
+    );
+    let e = parse("upstreams = 5\n").unwrap_err();
+    assert_eq!(e.key, "upstreams");
+    assert!(e.message.contains("expected a table of `fleet`"), "{e}");
+    let e = parse("timeouts = 1979-05-27\n").unwrap_err();
+    assert_eq!(e.key, "timeouts");
+    assert!(e.message.contains("got a date-time"), "{e}");
+    let e = parse("[limits]\nmax_hops = 2\n[upstreams.x]\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:3", "upstreams.x")
+    );
+}
+
+#[test]
+fn the_key_table_is_consistent() {
+    let mut seen_tables: Vec<&str> = Vec::new();
+    for (i, key) in KEYS.iter().enumerate() {
+        assert!(
+            key.name.matches('.').count() <= 1,
+            "{}: one level of tables",
+            key.name
+        );
+        assert!(
+            KEYS[..i].iter().all(|k| k.name != key.name),
+            "{} declared twice",
+            key.name
+        );
+        assert!(
+            key.env.contains(&env::canonical(key.name).as_str()),
+            "{}: {:?} lacks the variable of the naming rule",
+            key.name,
+            key.env
+        );
+        if seen_tables.last() != Some(&key.table()) {
+            assert!(
+                !seen_tables.contains(&key.table()),
+                "the keys of [{}] are not together",
+                key.table()
+            );
+            seen_tables.push(key.table());
+        }
+    }
+    assert_eq!(seen_tables[0], "", "top-level keys come first");
+}
+
+#[test]
+fn to_toml_reads_back_to_the_same_configuration() {
+    let text = r#"
+node_id = "serve-1"
+role = "worker"
+listen = "127.0.0.1:8081"
+admin_listen = "[::1]:9902"
+routes = "/etc/fleetgate/routes"
+log_format = "json"
+log_level = "debug"
+access_log = false
+response_stamps = false
+allow_encoded_slash = true
+[upstreams]
+fleet = ["http://10.0.0.1:3000", "http://[fd00::1]:3000"]
+ide = "http://ide.internal:3000"
+dns_refresh = 250
+[timeouts]
+connect = 1
+first_byte = 2
+idle = 3
+header_read = 4
+shutdown = 0
+drain_delay = 6
+[limits]
+max_header_bytes = 8192
+max_connections = 7
+max_hops = 8
+[tls]
+cert = "/tls/a \"quoted\" cert.pem"
+key = "/tls/key.pem"
+"#;
+    let c = parse(text).unwrap();
+    let printed = c.to_toml();
+    assert_eq!(parse(&printed).unwrap(), c, "{printed}");
+
+    let defaults = parse("").unwrap();
+    let printed = defaults.to_toml();
+    assert_eq!(parse(&printed).unwrap(), defaults, "{printed}");
+    for key in KEYS {
+        assert!(
+            printed.contains(&format!("{} = ", key.leaf()))
+                || printed.contains(&format!("# {} is not set", key.leaf())),
+            "{} is printed: {printed}",
+            key.name
+        );
+    }
+    assert!(printed.contains("\n[upstreams]\nfleet = [\"http://127.0.0.1:3000\"]\n"));
+    assert!(printed.contains("# ide is not set"), "{printed}");
+}
