@@ -309,7 +309,7 @@ pub fn demo_main() -> i32 {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("{e}");
-                return crate::config::EXIT_CONFIG;
+                return crate::cli::exit::CONFIG;
             }
         };
         let base = format!("http://{}", demo.server.addr);

@@ -3,6 +3,7 @@
 //! Every request is classified against a compiled route manifest ([`manifest`]) as
 //! ide-only or fleet-ok, after its path is brought into one canonical form ([`path`]).
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;

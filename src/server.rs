@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, EXIT_CONFIG};
+use crate::config::{Config, ConfigError};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Gateway, Phase};
@@ -53,7 +53,7 @@ impl std::error::Error for StartError {}
 impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) => EXIT_CONFIG,
+            StartError::Config(_) => crate::cli::exit::CONFIG,
             StartError::Io(_) => 1,
         }
     }
@@ -373,7 +373,7 @@ pub fn serve_main(config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return EXIT_CONFIG;
+            return crate::cli::exit::CONFIG;
         }
     };
     crate::logging::init(config.log_format, &config.log_level);

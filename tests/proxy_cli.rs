@@ -1,12 +1,13 @@
 //! The real binary: `check` and `serve` configuration errors (exit 78, file/line/key in
-//! the message), environment overrides, SIGTERM (exit 0), curl against `serve`, and the
-//! examples `fleetgate demo` prints.
+//! the message), environment overrides, `check --print`, SIGTERM (exit 0), curl against
+//! `serve`, and the examples `fleetgate demo` prints.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use fleetgate::config::Config;
 use support::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fleetgate");
@@ -20,19 +21,31 @@ fn free_port() -> u16 {
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let (code, stdout, stderr) = run_in(None, args, env);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Run the binary (in `cwd`, when given): exit code, stdout, stderr.
+fn run_in(
+    cwd: Option<&std::path::Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut c = Command::new(EXE);
     c.args(args).stdin(Stdio::null());
+    if let Some(dir) = cwd {
+        c.current_dir(dir);
+    }
     for (k, v) in env {
         c.env(k, v);
     }
     c.env_remove("FLEETGATE_CONFIG");
     let out = c.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn valid_config(
@@ -135,6 +148,52 @@ fn environment_overrides_are_validated_and_named() {
     );
     assert_eq!(code, 0, "no file: defaults plus the environment: {out}");
     assert!(out.contains("worker"), "{out}");
+}
+
+#[test]
+fn check_print_writes_the_effective_configuration_as_toml() {
+    let routes = manifest_dir();
+    let dir = TempDir::new("cli");
+    let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
+    let env = [("FLEETGATE_LIMITS_MAX_HOPS", "7")];
+    let (code, stdout, stderr) = run_in(
+        None,
+        &["check", "--config", cfg.to_str().unwrap(), "--print"],
+        &env,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("ok: "),
+        "the summary goes to stderr: {stderr}"
+    );
+    assert!(stdout.contains("\n[limits]\n"), "{stdout}");
+    assert!(
+        stdout.contains("max_hops = 7\n"),
+        "the environment override is visible: {stdout}"
+    );
+    assert!(
+        stdout.contains("shutdown = 30000\n"),
+        "defaults are printed too: {stdout}"
+    );
+    let printed = Config::from_toml("printed.toml", &stdout, &|_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    let env_lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let loaded = Config::load_with(Some(&cfg), &env_lookup).unwrap();
+    assert_eq!(
+        Config {
+            file: loaded.file.clone(),
+            ..printed
+        },
+        loaded
+    );
+
+    let (code, stdout, _) = run_in(None, &["check", "--config", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("ok: "), "without --print: {stdout}");
 }
 
 #[test]

@@ -26,9 +26,6 @@ mod env;
 mod file;
 mod keys;
 
-/// Exit code for configuration errors (`EX_CONFIG` from sysexits.h).
-pub const EXIT_CONFIG: i32 = 78;
-
 /// The role of the replica this fleetgate fronts: where each class of request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -356,47 +353,6 @@ impl Config {
         match &self.file {
             Some(p) => p.display().to_string(),
             None => "(defaults)".to_string(),
-        }
-    }
-}
-
-/// `fleetgate check [--config FILE]`: validate the configuration, the TLS files and the
-/// manifest without serving. Prints one line per problem; returns the exit code.
-pub fn check_main(config: Option<&Path>) -> i32 {
-    let cfg = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-    };
-    if let Some(Err(e)) = cfg
-        .tls
-        .as_ref()
-        .map(|f| crate::tls::load_server_config(f, &cfg.origin()))
-    {
-        eprintln!("{e}");
-        return EXIT_CONFIG;
-    }
-    match crate::manifest::Manifest::load_dir(&cfg.routes) {
-        Ok(m) => {
-            for w in m.warnings() {
-                eprintln!("{w}");
-            }
-            println!(
-                "ok: {} (role {}, node {}), manifest {} ({} rules, digest {})",
-                cfg.origin(),
-                cfg.role,
-                cfg.node_id,
-                cfg.routes.display(),
-                m.rules().len(),
-                m.digest()
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            EXIT_CONFIG
         }
     }
 }

@@ -1,0 +1,5 @@
+//! The command-line subcommands, one file each, as library functions that return the
+//! process exit code; the exit codes are defined once, in [`exit`].
+
+pub mod check;
+pub mod exit;
