@@ -197,6 +197,60 @@ fn check_print_writes_the_effective_configuration_as_toml() {
 }
 
 #[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("conf/routes")).unwrap();
+    dir.write("conf/routes/10-test.toml", MANIFEST);
+    let cfg = dir.write("conf/fleetgate.toml", "routes = \"routes\"\n");
+    let resolved = dir.path().join("conf/routes");
+    let elsewhere = TempDir::new("cwd");
+    for (cwd, config) in [
+        (elsewhere.path(), cfg.to_str().unwrap()),
+        (dir.path(), "conf/fleetgate.toml"),
+    ] {
+        let (code, stdout, stderr) = run_in(Some(cwd), &["check", "--config", config], &[]);
+        assert_eq!(code, 0, "in {}: {stdout}{stderr}", cwd.display());
+        assert!(
+            stdout.contains(&format!("manifest {} (", resolved.display())),
+            "names the resolved directory: {stdout}"
+        );
+    }
+
+    // From the environment: against the working directory.
+    let (code, stdout, stderr) = run_in(
+        Some(dir.path()),
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("FLEETGATE_ROUTES", "conf/routes")],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, _, stderr) = run_in(
+        Some(elsewhere.path()),
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("FLEETGATE_ROUTES", "conf/routes")],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains(&elsewhere.path().join("conf/routes").display().to_string()),
+        "names the resolved path: {stderr}"
+    );
+
+    // A file that is not there is named by its resolved path.
+    let missing = dir.write("conf/missing.toml", "routes = \"nowhere\"\n");
+    let (code, _, stderr) = run_in(
+        Some(elsewhere.path()),
+        &["check", "--config", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    let nowhere = dir.path().join("conf/nowhere");
+    assert!(
+        stderr.contains(&nowhere.display().to_string()),
+        "names {}: {stderr}",
+        nowhere.display()
+    );
+}
+
+#[test]
 fn a_broken_manifest_exits_78_with_its_diagnostic() {
     let routes = TempDir::new("badroutes");
     routes.write(

@@ -11,9 +11,10 @@ use super::{valid_node_id, Config, ConfigError, LogFormat, Role, TlsFiles, Upstr
 
 /// A value as found, not yet typed.
 pub(super) enum Raw<'v> {
-    /// Written in the file.
-    File(&'v toml::Value),
-    /// From an environment variable.
+    /// Written in the file, whose directory is given (relative paths resolve against it).
+    File(&'v toml::Value, &'v Path),
+    /// From an environment variable (relative paths resolve against the working
+    /// directory).
     Env(String),
 }
 
@@ -213,10 +214,12 @@ pub(super) const KEYS: &[Key] = &[
 ];
 
 impl Draft {
-    /// The built-in defaults.
+    /// The built-in defaults, their relative paths resolved against the working directory.
     pub fn new() -> Draft {
+        let mut config = Config::default();
+        config.routes = resolve(None, &config.routes);
         Draft {
-            config: Config::default(),
+            config,
             tls_cert: None,
             tls_key: None,
         }
@@ -271,8 +274,8 @@ fn describe(v: &toml::Value) -> String {
 fn string(raw: Raw<'_>, what: &str) -> Result<String, String> {
     match raw {
         Raw::Env(s) => Ok(s),
-        Raw::File(toml::Value::String(s)) => Ok(s.clone()),
-        Raw::File(v) => Err(format!("expected {what} (a string), got {}", describe(v))),
+        Raw::File(toml::Value::String(s), _) => Ok(s.clone()),
+        Raw::File(v, _) => Err(format!("expected {what} (a string), got {}", describe(v))),
     }
 }
 
@@ -283,8 +286,8 @@ fn boolean(raw: Raw<'_>) -> Result<bool, String> {
             "false" | "0" | "no" | "off" => Ok(false),
             other => Err(format!("expected true or false, got {other:?}")),
         },
-        Raw::File(toml::Value::Boolean(b)) => Ok(*b),
-        Raw::File(v) => Err(format!("expected true or false, got {}", describe(v))),
+        Raw::File(toml::Value::Boolean(b), _) => Ok(*b),
+        Raw::File(v, _) => Err(format!("expected true or false, got {}", describe(v))),
     }
 }
 
@@ -295,8 +298,8 @@ fn integer(raw: Raw<'_>, min: u64, max: u64, unit: &str) -> Result<u64, String> 
             .trim()
             .parse()
             .map_err(|_| format!("{}, got {s:?}", expected()))?,
-        Raw::File(toml::Value::Integer(i)) => *i,
-        Raw::File(v) => return Err(format!("{}, got {}", expected(), describe(v))),
+        Raw::File(toml::Value::Integer(i), _) => *i,
+        Raw::File(v, _) => return Err(format!("{}, got {}", expected(), describe(v))),
     };
     if n < min as i64 || (n as u64) > max {
         return Err(format!("{}, got {n}", expected()));
@@ -354,13 +357,25 @@ fn socket_addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
     })
 }
 
+/// A file or directory path, resolved: against the directory of the file it is written
+/// in, or against the working directory when it comes from the environment.
 fn path(raw: Raw<'_>, what: &str) -> Result<PathBuf, String> {
+    let base = match raw {
+        Raw::File(_, dir) => Some(dir),
+        Raw::Env(_) => None,
+    };
     let s = string(raw, what)?;
     if s.is_empty() {
         Err(format!("expected {what}, got an empty string"))
     } else {
-        Ok(PathBuf::from(s))
+        Ok(resolve(base, Path::new(&s)))
     }
+}
+
+/// `p` made absolute against `base`, or against the working directory without one.
+fn resolve(base: Option<&Path>, p: &Path) -> PathBuf {
+    let joined = base.map_or_else(|| p.to_path_buf(), |dir| dir.join(p));
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 fn optional_upstream(raw: Raw<'_>) -> Result<Option<UpstreamUrl>, String> {
@@ -380,7 +395,7 @@ fn upstream_list(raw: Raw<'_>) -> Result<Vec<UpstreamUrl>, String> {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect(),
-        Raw::File(toml::Value::Array(a)) => a
+        Raw::File(toml::Value::Array(a), _) => a
             .iter()
             .map(|v| match v {
                 toml::Value::String(s) => Ok(s.clone()),
@@ -390,8 +405,8 @@ fn upstream_list(raw: Raw<'_>) -> Result<Vec<UpstreamUrl>, String> {
                 )),
             })
             .collect::<Result<_, _>>()?,
-        Raw::File(toml::Value::String(s)) => vec![s.clone()],
-        Raw::File(v) => {
+        Raw::File(toml::Value::String(s), _) => vec![s.clone()],
+        Raw::File(v, _) => {
             return Err(format!(
                 "expected a list of upstream URLs like [\"http://127.0.0.1:3000\"], got {}",
                 describe(v)

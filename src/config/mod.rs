@@ -6,7 +6,9 @@
 //! the wrong type or out of range — is one [`ConfigError`] that names where the value came
 //! from (`file:line` or the environment variable), the key, and what was expected; the
 //! CLI prints it and exits with 78 (`EX_CONFIG`). Relative paths (`routes`, `tls.cert`,
-//! `tls.key`) are resolved against the working directory of the process.
+//! `tls.key`) written in the file are resolved against the file's directory; from the
+//! environment or the defaults, against the working directory. [`Config`] holds them
+//! resolved, so every message about these files names the path actually used.
 //!
 //! This module owns the typed [`Config`] and its parts, their defaults and
 //! [`ConfigError`]. Each key is declared once, in the key table (`keys`): its name, its
@@ -307,13 +309,17 @@ impl Config {
         }
     }
 
-    /// Parse and validate TOML text named `file_name` (for messages), applying `env`.
+    /// Parse and validate the TOML `text` of the file `file_name`, applying `env`.
+    /// `file_name` names the file in messages, and relative paths written in the file are
+    /// resolved against its directory; relative paths from `env` or the defaults against
+    /// the working directory.
     pub fn from_toml(
         file_name: &str,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let written = Written::parse(text).map_err(|e| file::error(file_name, text, &e))?;
+        let dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
         let mut draft = Draft::new();
         let mut tls_origin = None;
         for key in KEYS {
@@ -322,7 +328,7 @@ impl Config {
                 None => match written.get(key) {
                     Some(v) => (
                         file::origin(file_name, text, v.span().start),
-                        Raw::File(v.get_ref()),
+                        Raw::File(v.get_ref(), dir),
                     ),
                     None => continue,
                 },

@@ -232,3 +232,35 @@ key = "/tls/key.pem"
     assert!(printed.contains("\n[upstreams]\nfleet = [\"http://127.0.0.1:3000\"]\n"));
     assert!(printed.contains("# ide is not set"), "{printed}");
 }
+
+#[test]
+fn relative_paths_in_the_file_resolve_against_its_directory() {
+    let text = "routes = \"r\"\n[tls]\ncert = \"tls/c.pem\"\nkey = \"/abs/k.pem\"\n";
+    let c = Config::from_toml("/etc/fg/fleetgate.toml", text, &|_| None).unwrap();
+    assert_eq!(c.routes, Path::new("/etc/fg/r"));
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.cert, Path::new("/etc/fg/tls/c.pem"));
+    assert_eq!(tls.key, Path::new("/abs/k.pem"), "absolute paths stay");
+
+    let cwd = std::env::current_dir().unwrap();
+    let c = Config::from_toml("conf/fleetgate.toml", "routes = \"./r\"", &|_| None).unwrap();
+    assert_eq!(c.routes, cwd.join("conf/r"), "a relative file name");
+}
+
+#[test]
+fn relative_paths_from_the_environment_and_defaults_resolve_against_the_working_directory() {
+    let cwd = std::env::current_dir().unwrap();
+    let c = parse("").unwrap();
+    assert_eq!(c.routes, cwd.join("routes"), "the default");
+    let env = |k: &str| match k {
+        "FLEETGATE_ROUTES" => Some("env/routes".to_string()),
+        "FLEETGATE_TLS_CERT" => Some("c.pem".to_string()),
+        _ => None,
+    };
+    let text = "routes = \"r\"\n[tls]\nkey = \"k.pem\"\n";
+    let c = Config::from_toml("/etc/fg/fleetgate.toml", text, &env).unwrap();
+    assert_eq!(c.routes, cwd.join("env/routes"));
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.cert, cwd.join("c.pem"), "from the environment");
+    assert_eq!(tls.key, Path::new("/etc/fg/k.pem"), "from the file");
+}
