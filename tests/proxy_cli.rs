@@ -155,7 +155,11 @@ fn check_print_writes_the_effective_configuration_as_toml() {
     let routes = manifest_dir();
     let dir = TempDir::new("cli");
     let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
-    let env = [("FLEETGATE_LIMITS_MAX_HOPS", "7")];
+    let token = dir.write("admin-token", "s3cret-admin-token\n");
+    let env = [
+        ("FLEETGATE_LIMITS_MAX_HOPS", "7"),
+        ("FLEETGATE_ADMIN_TOKEN_FILE", token.to_str().unwrap()),
+    ];
     let (code, stdout, stderr) = run_in(
         None,
         &["check", "--config", cfg.to_str().unwrap(), "--print"],
@@ -175,6 +179,11 @@ fn check_print_writes_the_effective_configuration_as_toml() {
         stdout.contains("shutdown = 30000\n"),
         "defaults are printed too: {stdout}"
     );
+    assert!(
+        stdout.contains(&format!("token_file = \"{}\"\n", token.display())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "never the token: {stdout}");
     let printed = Config::from_toml("printed.toml", &stdout, &|_| None)
         .unwrap_or_else(|e| panic!("{e}\n{stdout}"));
     let env_lookup = |k: &str| {
@@ -194,6 +203,22 @@ fn check_print_writes_the_effective_configuration_as_toml() {
     let (code, stdout, _) = run_in(None, &["check", "--config", cfg.to_str().unwrap()], &env);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("ok: "), "without --print: {stdout}");
+
+    std::fs::write(&token, "\n").unwrap();
+    let (code, stdout, stderr) = run_in(
+        None,
+        &["check", "--config", cfg.to_str().unwrap(), "--print"],
+        &env,
+    );
+    assert_eq!(code, 78, "an empty token file: {stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing printed when the check fails: {stdout}"
+    );
+    assert!(
+        stderr.contains("admin.token_file") && stderr.contains(&token.display().to_string()),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! `fleetgate check [--config FILE] [--print]`: validate the configuration, the files it
-//! names and the manifest without serving; optionally print the effective configuration.
+//! names and the manifest without serving; optionally print the effective configuration
+//! (which holds the admin token file's path, never the token).
 
 use std::path::Path;
 
 use super::exit;
-use crate::config::Config;
+use crate::config::{read_admin_token, Config};
 use crate::manifest::Manifest;
 
 /// Check everything `serve` would load: the configuration (file and environment), the
-/// TLS files and the manifest. Each problem goes to stderr, and any makes the exit code
+/// TLS files, the admin token file and the manifest. Each problem goes to stderr, and any makes the exit code
 /// [`exit::CONFIG`].
 ///
 /// With `print`, a successful check writes the effective configuration (environment
@@ -32,6 +33,9 @@ pub fn check(config: Option<&Path>, print: bool) -> i32 {
         .as_ref()
         .map(|f| crate::tls::load_server_config(f, &cfg.origin()))
     {
+        problem(&e);
+    }
+    if let Err(e) = read_admin_token(&cfg) {
         problem(&e);
     }
     let manifest = match Manifest::load_dir(&cfg.routes) {

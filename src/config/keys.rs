@@ -211,6 +211,29 @@ pub(super) const KEYS: &[Key] = &[
         set: |d, r| put(&mut d.tls_key, path(r, "a PEM file path").map(Some)),
         get: |c| c.tls.as_ref().and_then(|t| path_text(&t.key)),
     },
+    Key {
+        name: "reload.watch",
+        env: &["FLEETGATE_RELOAD_WATCH"],
+        set: |d, r| put(&mut d.config.reload.watch, boolean(r)),
+        get: |c| flag(c.reload.watch),
+    },
+    Key {
+        name: "reload.watch_interval",
+        env: &["FLEETGATE_RELOAD_WATCH_INTERVAL"],
+        set: |d, r| put(&mut d.config.reload.watch_interval, millis(r, 100)),
+        get: |c| ms(c.reload.watch_interval),
+    },
+    Key {
+        name: "admin.token_file",
+        env: &["FLEETGATE_ADMIN_TOKEN_FILE"],
+        set: |d, r| {
+            put(
+                &mut d.config.admin.token_file,
+                path(r, "a file path").map(Some),
+            )
+        },
+        get: |c| c.admin.token_file.as_deref().and_then(path_text),
+    },
 ];
 
 impl Draft {

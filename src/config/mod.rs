@@ -6,9 +6,10 @@
 //! the wrong type or out of range — is one [`ConfigError`] that names where the value came
 //! from (`file:line` or the environment variable), the key, and what was expected; the
 //! CLI prints it and exits with 78 (`EX_CONFIG`). Relative paths (`routes`, `tls.cert`,
-//! `tls.key`) written in the file are resolved against the file's directory; from the
-//! environment or the defaults, against the working directory. [`Config`] holds them
-//! resolved, so every message about these files names the path actually used.
+//! `tls.key`, `admin.token_file`) written in the file are resolved against the file's
+//! directory; from the environment or the defaults, against the working directory.
+//! [`Config`] holds them resolved, so every message about these files names the path
+//! actually used.
 //!
 //! This module owns the typed [`Config`] and its parts, their defaults and
 //! [`ConfigError`]. Each key is declared once, in the key table (`keys`): its name, its
@@ -174,6 +175,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// `[reload]`: reloading the configuration and the manifest while serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Reload when the configuration file or the manifest changes on disk.
+    pub watch: bool,
+    /// How often the files are looked at when `watch` is on.
+    pub watch_interval: Duration,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// The file holding the admin token (read by [`read_admin_token`]; the configuration
+    /// itself only ever holds the path).
+    pub token_file: Option<PathBuf>,
+}
+
 /// The validated configuration of one fleetgate process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -195,6 +213,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tls: Option<TlsFiles>,
+    pub reload: Reload,
+    pub admin: Admin,
 }
 
 impl Default for Config {
@@ -233,6 +253,11 @@ impl Default for Config {
                 max_hops: 4,
             },
             tls: None,
+            reload: Reload {
+                watch: false,
+                watch_interval: Duration::from_millis(1000),
+            },
+            admin: Admin::default(),
         }
     }
 }
@@ -361,6 +386,35 @@ impl Config {
             None => "(defaults)".to_string(),
         }
     }
+}
+
+/// The admin token: the content of `admin.token_file` without surrounding whitespace, or
+/// `None` when no token file is configured. An unreadable or empty file is an error (key
+/// `admin.token_file`) naming the resolved path; the token itself never appears in an
+/// error.
+pub fn read_admin_token(config: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let error = |message: String| ConfigError {
+        origin: config.origin(),
+        key: "admin.token_file".to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(format!(
+            "cannot read the admin token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(error(format!(
+            "expected an admin token in {}, got an empty file",
+            path.display()
+        )));
+    }
+    Ok(Some(token.to_string()))
 }
 
 #[cfg(test)]

@@ -213,6 +213,11 @@ max_hops = 8
 [tls]
 cert = "/tls/a \"quoted\" cert.pem"
 key = "/tls/key.pem"
+[reload]
+watch = true
+watch_interval = 250
+[admin]
+token_file = "/run/secrets/fleetgate-admin"
 "#;
     let c = parse(text).unwrap();
     let printed = c.to_toml();
@@ -231,6 +236,10 @@ key = "/tls/key.pem"
     }
     assert!(printed.contains("\n[upstreams]\nfleet = [\"http://127.0.0.1:3000\"]\n"));
     assert!(printed.contains("# ide is not set"), "{printed}");
+    assert!(
+        printed.contains("\n[admin]\n# token_file is not set\n"),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -263,4 +272,130 @@ fn relative_paths_from_the_environment_and_defaults_resolve_against_the_working_
     let tls = c.tls.unwrap();
     assert_eq!(tls.cert, cwd.join("c.pem"), "from the environment");
     assert_eq!(tls.key, Path::new("/etc/fg/k.pem"), "from the file");
+}
+
+#[test]
+fn reload_and_admin_keys() {
+    let c = parse("").unwrap();
+    assert_eq!(
+        c.reload,
+        Reload {
+            watch: false,
+            watch_interval: Duration::from_millis(1000)
+        }
+    );
+    assert_eq!(c.admin.token_file, None);
+
+    let c = Config::from_toml(
+        "/etc/fg/f.toml",
+        "[reload]\nwatch = true\nwatch_interval = 100\n[admin]\ntoken_file = \"token\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(c.reload.watch);
+    assert_eq!(c.reload.watch_interval, Duration::from_millis(100));
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/etc/fg/token"))
+    );
+
+    let env = |k: &str| match k {
+        "FLEETGATE_RELOAD_WATCH" => Some("on".to_string()),
+        "FLEETGATE_RELOAD_WATCH_INTERVAL" => Some("2500".to_string()),
+        "FLEETGATE_ADMIN_TOKEN_FILE" => Some("/run/secrets/admin".to_string()),
+        _ => None,
+    };
+    let c = Config::from_toml("f.toml", "[reload]\nwatch = false\n", &env).unwrap();
+    assert!(c.reload.watch);
+    assert_eq!(c.reload.watch_interval, Duration::from_millis(2500));
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/run/secrets/admin"))
+    );
+
+    let e = parse("[reload]\nwatch = true\nwatch_interval = 50\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:3", "reload.watch_interval")
+    );
+    assert!(e.message.contains("from 100 to"), "{e}");
+    assert!(e.message.contains("(milliseconds), got 50"), "{e}");
+    let e = parse("[reload]\nwatch = \"sometimes\"\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:2", "reload.watch")
+    );
+    let e = parse("[admin]\ntoken_file = \"\"\n").unwrap_err();
+    assert_eq!(e.key, "admin.token_file");
+    assert!(e.message.contains("got an empty string"), "{e}");
+    let e = parse("[admin]\ntoken = \"x\"\n").unwrap_err();
+    assert_eq!(e.key, "admin.token");
+    assert!(e.message.contains("expected one of `token_file`"), "{e}");
+    let env = |k: &str| (k == "FLEETGATE_RELOAD_WATCH_INTERVAL").then(|| "99".to_string());
+    let e = Config::from_toml("f.toml", "", &env).unwrap_err();
+    assert_eq!(
+        e.origin,
+        "environment variable FLEETGATE_RELOAD_WATCH_INTERVAL"
+    );
+}
+
+/// A file in a fresh temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, content: &str) -> TempFile {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fleetgate-config-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+#[test]
+fn admin_token_is_read_trimmed_and_never_shown() {
+    const SECRET: &str = "s3cret-admin-token";
+    let file = TempFile::new("token", &format!("  {SECRET}\n\n"));
+    let config_file = file.0.with_file_name("fleetgate.toml");
+    let text = "[admin]\ntoken_file = \"token\"\n";
+    let c = Config::from_toml(config_file.to_str().unwrap(), text, &|_| None).unwrap();
+    assert_eq!(c.admin.token_file.as_deref(), Some(file.0.as_path()));
+    assert_eq!(read_admin_token(&c).unwrap().as_deref(), Some(SECRET));
+    assert!(!format!("{c:?}").contains(SECRET));
+    assert!(!c.to_toml().contains(SECRET));
+    assert!(c.to_toml().contains(&file.0.display().to_string()));
+
+    assert_eq!(read_admin_token(&parse("").unwrap()).unwrap(), None);
+}
+
+#[test]
+fn an_unreadable_or_empty_admin_token_file_is_an_error_naming_it() {
+    let empty = TempFile::new("token", " \n\t\n");
+    let mut c = parse("").unwrap();
+    c.admin.token_file = Some(empty.0.clone());
+    let e = read_admin_token(&c).unwrap_err();
+    assert_eq!(e.key, "admin.token_file");
+    assert!(e.message.contains(&empty.0.display().to_string()), "{e}");
+    assert!(e.message.contains("empty"), "{e}");
+
+    let missing = empty.0.with_file_name("missing");
+    c.admin.token_file = Some(missing.clone());
+    let e = read_admin_token(&c).unwrap_err();
+    assert_eq!(e.key, "admin.token_file");
+    assert!(e.message.contains(&missing.display().to_string()), "{e}");
+    assert!(e
+        .to_string()
+        .starts_with("(defaults): error: key `admin.token_file`"));
 }
