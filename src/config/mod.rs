@@ -379,6 +379,32 @@ impl Config {
         file::render(self)
     }
 
+    /// The keys that differ between `self`, the running configuration, and `new`, a
+    /// reloaded one, but only take effect at start: `listen`, `admin_listen`, `role`,
+    /// `node_id`, `tls` (switching TLS on or off; new cert/key paths or contents reload),
+    /// `limits.max_connections`, `log_format`, `log_level` and `reload.watch`. Empty when
+    /// `new` can replace `self` while serving.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let changed = [
+            ("listen", self.listen != new.listen),
+            ("admin_listen", self.admin_listen != new.admin_listen),
+            ("role", self.role != new.role),
+            ("node_id", self.node_id != new.node_id),
+            ("tls", self.tls.is_some() != new.tls.is_some()),
+            (
+                "limits.max_connections",
+                self.limits.max_connections != new.limits.max_connections,
+            ),
+            ("log_format", self.log_format != new.log_format),
+            ("log_level", self.log_level != new.log_level),
+            ("reload.watch", self.reload.watch != new.reload.watch),
+        ];
+        changed
+            .into_iter()
+            .filter_map(|(key, differs)| differs.then_some(key))
+            .collect()
+    }
+
     /// The configuration file for messages (`(defaults)` when none).
     pub fn origin(&self) -> String {
         match &self.file {

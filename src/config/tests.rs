@@ -399,3 +399,69 @@ fn an_unreadable_or_empty_admin_token_file_is_an_error_naming_it() {
         .to_string()
         .starts_with("(defaults): error: key `admin.token_file`"));
 }
+
+#[test]
+fn restart_only_changes_name_the_keys_a_reload_cannot_apply() {
+    let running = parse("").unwrap();
+    assert!(running.restart_only_changes(&running.clone()).is_empty());
+
+    let restart_only = [
+        ("listen", "listen = \"127.0.0.1:1\""),
+        ("admin_listen", "admin_listen = \"127.0.0.1:2\""),
+        ("role", "role = \"worker\""),
+        ("node_id", "node_id = \"not-this-host\""),
+        ("tls", "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\""),
+        ("limits.max_connections", "[limits]\nmax_connections = 5"),
+        ("log_format", "log_format = \"json\""),
+        ("log_level", "log_level = \"debug\""),
+        ("reload.watch", "[reload]\nwatch = true"),
+    ];
+    for (key, text) in restart_only {
+        let new = parse(text).unwrap();
+        assert_eq!(running.restart_only_changes(&new), vec![key], "{text}");
+        assert_eq!(
+            new.restart_only_changes(&running),
+            vec![key],
+            "{text} (back)"
+        );
+    }
+
+    let reloadable = [
+        "routes = \"elsewhere\"",
+        "access_log = false",
+        "response_stamps = false",
+        "allow_encoded_slash = true",
+        "[upstreams]\nfleet = [\"http://10.0.0.9:80\"]\nide = \"http://10.0.0.8:80\"\ndns_refresh = 100",
+        "[timeouts]\nconnect = 1\nfirst_byte = 1\nidle = 1\nheader_read = 1\nshutdown = 1\ndrain_delay = 1",
+        "[limits]\nmax_header_bytes = 8192\nmax_hops = 9",
+        "[reload]\nwatch_interval = 100",
+        "[admin]\ntoken_file = \"t\"",
+    ];
+    for text in reloadable {
+        let new = parse(text).unwrap();
+        assert_ne!(new, running, "{text}");
+        assert!(running.restart_only_changes(&new).is_empty(), "{text}");
+    }
+
+    let tls = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+    let other = parse("[tls]\ncert = \"c2.pem\"\nkey = \"k2.pem\"\n").unwrap();
+    assert!(
+        tls.restart_only_changes(&other).is_empty(),
+        "new TLS files reload"
+    );
+
+    let everything = parse(
+        "node_id = \"not-this-host\"\nrole = \"all\"\nlisten = \"127.0.0.1:1\"\nlog_level = \"off\"\n[limits]\nmax_connections = 1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        running.restart_only_changes(&everything),
+        vec![
+            "listen",
+            "role",
+            "node_id",
+            "limits.max_connections",
+            "log_level"
+        ]
+    );
+}
