@@ -465,3 +465,49 @@ fn restart_only_changes_name_the_keys_a_reload_cannot_apply() {
         ]
     );
 }
+
+#[test]
+fn the_documentation_lists_every_key_its_variables_and_the_restart_only_keys() {
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    for key in KEYS {
+        assert!(
+            doc.contains(&format!("| `{}` |", key.name)),
+            "{} has a row in the key table",
+            key.name
+        );
+        for var in key.env {
+            assert!(doc.contains(&format!("`{var}`")), "{var} is documented");
+        }
+    }
+    let everything_changed = Config {
+        node_id: "other".into(),
+        role: Role::All,
+        listen: "127.0.0.1:1".parse().unwrap(),
+        admin_listen: "127.0.0.1:2".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: "c".into(),
+            key: "k".into(),
+        }),
+        limits: Limits {
+            max_connections: 1,
+            ..Config::default().limits
+        },
+        log_format: LogFormat::Json,
+        log_level: "off".into(),
+        reload: Reload {
+            watch: true,
+            ..Config::default().reload
+        },
+        ..Config::default()
+    };
+    let restart_only = Config::default().restart_only_changes(&everything_changed);
+    assert_eq!(restart_only.len(), 9);
+    for key in restart_only {
+        assert!(
+            doc.lines()
+                .any(|l| l.starts_with(&format!("| `{key}` ")) && l.ends_with("| restart |")),
+            "{key} is in the restart table"
+        );
+    }
+}
