@@ -276,6 +276,32 @@ fn relative_paths_resolve_against_the_config_files_directory() {
 }
 
 #[test]
+fn check_reports_every_problem_with_the_files_the_configuration_names() {
+    let dir = TempDir::new("cli");
+    let cfg = dir.write(
+        "files.toml",
+        "routes = \"no-routes\"\n[tls]\ncert = \"no-cert.pem\"\nkey = \"no-key.pem\"\n\
+         [admin]\ntoken_file = \"no-token\"\n",
+    );
+    let (code, stdout, stderr) = run_in(None, &["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    for (key, file) in [
+        ("tls.cert", "no-cert.pem"),
+        ("admin.token_file", "no-token"),
+        ("", "no-routes"),
+    ] {
+        let resolved = dir.path().join(file).display().to_string();
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(key) && l.contains(&resolved)),
+            "{key} {resolved}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_broken_manifest_exits_78_with_its_diagnostic() {
     let routes = TempDir::new("badroutes");
     routes.write(

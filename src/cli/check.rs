@@ -9,8 +9,8 @@ use crate::config::{read_admin_token, Config};
 use crate::manifest::Manifest;
 
 /// Check everything `serve` would load: the configuration (file and environment), the
-/// TLS files, the admin token file and the manifest. Each problem goes to stderr, and any makes the exit code
-/// [`exit::CONFIG`].
+/// TLS files, the admin token file and the manifest. Each problem goes to stderr, and any
+/// makes the exit code [`exit::CONFIG`].
 ///
 /// With `print`, a successful check writes the effective configuration (environment
 /// applied, paths resolved, defaults included) to stdout as TOML, and the `ok:` summary to
