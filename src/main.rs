@@ -31,6 +31,9 @@ enum Command {
         /// The configuration file (TOML); FLEETGATE_* variables override it.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print the effective configuration (environment applied, paths resolved) as TOML.
+        #[arg(long)]
+        print: bool,
     },
     /// Start two sample upstreams and the proxy on loopback, and show where requests go.
     Demo,
@@ -102,7 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Serve { config } => fleetgate::cli::serve::serve(config.as_deref()),
-        Command::Check { config } => fleetgate::config::check_main(config.as_deref()),
+        Command::Check { config, print } => fleetgate::cli::check::check(config.as_deref(), *print),
         Command::Demo => fleetgate::cli::demo::demo(),
         Command::Routes(Routes::Check { dir, deny_warnings }) => {
             routes_cmd::check(dir, *deny_warnings)

@@ -1,12 +1,13 @@
 //! The real binary: `check` and `serve` configuration errors (exit 78, file/line/key in
-//! the message), environment overrides, SIGTERM (exit 0), curl against `serve`, and the
-//! examples `fleetgate demo` prints.
+//! the message), environment overrides, `check --print`, SIGTERM (exit 0), curl against
+//! `serve`, and the examples `fleetgate demo` prints.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use fleetgate::config::Config;
 use support::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fleetgate");
@@ -20,19 +21,31 @@ fn free_port() -> u16 {
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let (code, stdout, stderr) = run_in(None, args, env);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Run the binary (in `cwd`, when given): exit code, stdout, stderr.
+fn run_in(
+    cwd: Option<&std::path::Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut c = Command::new(EXE);
     c.args(args).stdin(Stdio::null());
+    if let Some(dir) = cwd {
+        c.current_dir(dir);
+    }
     for (k, v) in env {
         c.env(k, v);
     }
     c.env_remove("FLEETGATE_CONFIG");
     let out = c.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn valid_config(
@@ -135,6 +148,157 @@ fn environment_overrides_are_validated_and_named() {
     );
     assert_eq!(code, 0, "no file: defaults plus the environment: {out}");
     assert!(out.contains("worker"), "{out}");
+}
+
+#[test]
+fn check_print_writes_the_effective_configuration_as_toml() {
+    let routes = manifest_dir();
+    let dir = TempDir::new("cli");
+    let cfg = dir.write("ok.toml", &valid_config(&dir, routes.path(), 1, 2, 3));
+    let token = dir.write("admin-token", "s3cret-admin-token\n");
+    let env = [
+        ("FLEETGATE_LIMITS_MAX_HOPS", "7"),
+        ("FLEETGATE_ADMIN_TOKEN_FILE", token.to_str().unwrap()),
+    ];
+    let (code, stdout, stderr) = run_in(
+        None,
+        &["check", "--config", cfg.to_str().unwrap(), "--print"],
+        &env,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("ok: "),
+        "the summary goes to stderr: {stderr}"
+    );
+    assert!(stdout.contains("\n[limits]\n"), "{stdout}");
+    assert!(
+        stdout.contains("max_hops = 7\n"),
+        "the environment override is visible: {stdout}"
+    );
+    assert!(
+        stdout.contains("shutdown = 30000\n"),
+        "defaults are printed too: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("token_file = \"{}\"\n", token.display())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "never the token: {stdout}");
+    let printed = Config::from_toml("printed.toml", &stdout, &|_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    let env_lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let loaded = Config::load_with(Some(&cfg), &env_lookup).unwrap();
+    assert_eq!(
+        Config {
+            file: loaded.file.clone(),
+            ..printed
+        },
+        loaded
+    );
+
+    let (code, stdout, _) = run_in(None, &["check", "--config", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("ok: "), "without --print: {stdout}");
+
+    std::fs::write(&token, "\n").unwrap();
+    let (code, stdout, stderr) = run_in(
+        None,
+        &["check", "--config", cfg.to_str().unwrap(), "--print"],
+        &env,
+    );
+    assert_eq!(code, 78, "an empty token file: {stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing printed when the check fails: {stdout}"
+    );
+    assert!(
+        stderr.contains("admin.token_file") && stderr.contains(&token.display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("conf/routes")).unwrap();
+    dir.write("conf/routes/10-test.toml", MANIFEST);
+    let cfg = dir.write("conf/fleetgate.toml", "routes = \"routes\"\n");
+    let resolved = dir.path().join("conf/routes");
+    let elsewhere = TempDir::new("cwd");
+    for (cwd, config) in [
+        (elsewhere.path(), cfg.to_str().unwrap()),
+        (dir.path(), "conf/fleetgate.toml"),
+    ] {
+        let (code, stdout, stderr) = run_in(Some(cwd), &["check", "--config", config], &[]);
+        assert_eq!(code, 0, "in {}: {stdout}{stderr}", cwd.display());
+        assert!(
+            stdout.contains(&format!("manifest {} (", resolved.display())),
+            "names the resolved directory: {stdout}"
+        );
+    }
+
+    // From the environment: against the working directory.
+    let (code, stdout, stderr) = run_in(
+        Some(dir.path()),
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("FLEETGATE_ROUTES", "conf/routes")],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, _, stderr) = run_in(
+        Some(elsewhere.path()),
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("FLEETGATE_ROUTES", "conf/routes")],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains(&elsewhere.path().join("conf/routes").display().to_string()),
+        "names the resolved path: {stderr}"
+    );
+
+    // A file that is not there is named by its resolved path.
+    let missing = dir.write("conf/missing.toml", "routes = \"nowhere\"\n");
+    let (code, _, stderr) = run_in(
+        Some(elsewhere.path()),
+        &["check", "--config", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    let nowhere = dir.path().join("conf/nowhere");
+    assert!(
+        stderr.contains(&nowhere.display().to_string()),
+        "names {}: {stderr}",
+        nowhere.display()
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_the_files_the_configuration_names() {
+    let dir = TempDir::new("cli");
+    let cfg = dir.write(
+        "files.toml",
+        "routes = \"no-routes\"\n[tls]\ncert = \"no-cert.pem\"\nkey = \"no-key.pem\"\n\
+         [admin]\ntoken_file = \"no-token\"\n",
+    );
+    let (code, stdout, stderr) = run_in(None, &["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    for (key, file) in [
+        ("tls.cert", "no-cert.pem"),
+        ("admin.token_file", "no-token"),
+        ("", "no-routes"),
+    ] {
+        let resolved = dir.path().join(file).display().to_string();
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(key) && l.contains(&resolved)),
+            "{key} {resolved}: {stderr}"
+        );
+    }
 }
 
 #[test]

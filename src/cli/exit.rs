@@ -1,11 +1,12 @@
-//! Process exit codes (sysexits.h where one fits).
+//! The process exit codes of every subcommand (after sysexits.h where one fits).
+
 /// Success.
 pub const OK: i32 = 0;
-/// The command ran and found problems (drift, manifest errors).
+/// The command ran and found problems (route drift, a manifest with errors).
 pub const FINDINGS: i32 = 1;
-/// Bad command-line usage (clap).
+/// The command line itself is wrong (clap exits with it too).
 pub const USAGE: i32 = 2;
 /// A file could not be written (`EX_IOERR`).
 pub const IO_ERROR: i32 = 74;
-/// Invalid configuration or manifest (`EX_CONFIG`).
+/// The configuration, a file it names or the manifest is invalid (`EX_CONFIG`).
 pub const CONFIG: i32 = 78;

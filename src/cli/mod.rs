@@ -1,4 +1,7 @@
-//! The command-line subcommands, one file each; exit codes defined once.
+//! The command-line subcommands, one file each, as library functions that return the
+//! process exit code; the exit codes are defined once, in [`exit`].
+
+pub mod check;
 pub mod demo;
 pub mod exit;
 pub mod run;

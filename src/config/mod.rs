@@ -1,0 +1,447 @@
+//! Typed configuration: the TOML file, `FLEETGATE_*` environment overrides, and
+//! validation into one [`Config`].
+//!
+//! Every key has a built-in default, may be set in the file, and may be overridden by an
+//! environment variable (environment wins). Anything invalid — an unknown key, a value of
+//! the wrong type or out of range — is one [`ConfigError`] that names where the value came
+//! from (`file:line` or the environment variable), the key, and what was expected; the
+//! CLI prints it and exits with 78 (`EX_CONFIG`). Relative paths (`routes`, `tls.cert`,
+//! `tls.key`, `admin.token_file`) written in the file are resolved against the file's
+//! directory; from the environment or the defaults, against the working directory.
+//! [`Config`] holds them resolved, so every message about these files names the path
+//! actually used.
+//!
+//! This module owns the typed [`Config`] and its parts, their defaults and
+//! [`ConfigError`]. Each key is declared once, in the key table (`keys`): its name, its
+//! environment variables, its validation and its field. `file` reads the file against that
+//! table (and writes a configuration back in the same layout); `env` applies the
+//! environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::Written;
+use keys::{Draft, Raw, KEYS};
+
+mod env;
+mod file;
+mod keys;
+
+/// The role of the replica this fleetgate fronts: where each class of request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Ide,
+    Worker,
+    All,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Ide => "ide",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "serve" => Some(Role::Serve),
+            "ide" => Some(Role::Ide),
+            "worker" => Some(Role::Worker),
+            "all" => Some(Role::All),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// One upstream as configured: `http://host:port`. A host that is not an IP literal is
+/// resolved with the system resolver and re-resolved every `upstreams.dns_refresh`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl UpstreamUrl {
+    /// Parse `http://host[:port][/]`.
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let expected =
+            || format!("expected an upstream URL like \"http://127.0.0.1:3000\", got {s:?}");
+        let rest = s.strip_prefix("http://").ok_or_else(|| {
+            if s.starts_with("https://") {
+                format!("https upstreams are not supported (plain http only), got {s:?}")
+            } else {
+                expected()
+            }
+        })?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return Err(expected());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(expected)?;
+            let port = match after {
+                "" => 80,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(expected)?,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| expected())?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        if host.is_empty() || port == 0 {
+            return Err(expected());
+        }
+        Ok(UpstreamUrl { host, port })
+    }
+
+    /// The IP address when the host is a literal (no DNS needed).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstreams {
+    /// The fleet pool; in roles ide/worker/all this is the local application.
+    pub fleet: Vec<UpstreamUrl>,
+    /// The ide upstream (role serve only).
+    pub ide: Option<UpstreamUrl>,
+    /// How often DNS names are re-resolved.
+    pub dns_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub header_read: Duration,
+    pub shutdown: Duration,
+    pub drain_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_hops: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[reload]`: reloading the configuration and the manifest while serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Reload when the configuration file or the manifest changes on disk.
+    pub watch: bool,
+    /// How often the files are looked at when `watch` is on.
+    pub watch_interval: Duration,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// The file holding the admin token (read by [`read_admin_token`]; the configuration
+    /// itself only ever holds the path).
+    pub token_file: Option<PathBuf>,
+}
+
+/// The validated configuration of one fleetgate process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from, if any (for messages).
+    pub file: Option<PathBuf>,
+    pub node_id: String,
+    pub role: Role,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub routes: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub access_log: bool,
+    /// Stamp `x-fleetgate-target` / `-served-by` on responses (off at an internet edge).
+    pub response_stamps: bool,
+    /// Pass `%2F` / `%5C` in paths through (kept encoded) instead of answering `400`.
+    pub allow_encoded_slash: bool,
+    pub upstreams: Upstreams,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub tls: Option<TlsFiles>,
+    pub reload: Reload,
+    pub admin: Admin,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            file: None,
+            node_id: default_node_id(),
+            role: Role::Serve,
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            admin_listen: "127.0.0.1:9901".parse().unwrap(),
+            routes: PathBuf::from("routes"),
+            log_format: LogFormat::Human,
+            log_level: "info".to_string(),
+            access_log: true,
+            response_stamps: true,
+            allow_encoded_slash: false,
+            upstreams: Upstreams {
+                fleet: vec![UpstreamUrl {
+                    host: "127.0.0.1".into(),
+                    port: 3000,
+                }],
+                ide: None,
+                dns_refresh: Duration::from_millis(5000),
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_millis(3000),
+                first_byte: Duration::from_millis(60_000),
+                idle: Duration::from_millis(120_000),
+                header_read: Duration::from_millis(10_000),
+                shutdown: Duration::from_millis(30_000),
+                drain_delay: Duration::from_millis(5000),
+            },
+            limits: Limits {
+                max_header_bytes: 65536,
+                max_connections: 20_000,
+                max_hops: 4,
+            },
+            tls: None,
+            reload: Reload {
+                watch: false,
+                watch_interval: Duration::from_millis(1000),
+            },
+            admin: Admin::default(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    if valid_node_id(&host) {
+        host
+    } else {
+        "fleetgate".to_string()
+    }
+}
+
+fn valid_node_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// A configuration problem: where, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `path/to/file.toml:LINE`, `path/to/file.toml`, or `environment variable FLEETGATE_X`.
+    pub origin: String,
+    /// The dotted key (`timeouts.connect`), empty when the whole file is at fault.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: error: {}", self.origin, self.message)
+        } else {
+            write!(
+                f,
+                "{}: error: key `{}`: {}",
+                self.origin, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load the configuration: built-in defaults, then `path` (or `FLEETGATE_CONFIG` when
+    /// `path` is `None`), then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(env::CONFIG_FILE).map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(from_env);
+        Config::load_with(path.as_deref(), &env::process)
+    }
+
+    /// [`Config::load`] with an explicit environment lookup (tests).
+    pub fn load_with(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml("(defaults)", "", env),
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    origin: name.clone(),
+                    key: String::new(),
+                    message: format!("cannot read the configuration file: {e}"),
+                })?;
+                let mut cfg = Config::from_toml(&name, &text, env)?;
+                cfg.file = Some(p.to_path_buf());
+                Ok(cfg)
+            }
+        }
+    }
+
+    /// Parse and validate the TOML `text` of the file `file_name`, applying `env`.
+    /// `file_name` names the file in messages, and relative paths written in the file are
+    /// resolved against its directory; relative paths from `env` or the defaults against
+    /// the working directory.
+    pub fn from_toml(
+        file_name: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let written = Written::parse(text).map_err(|e| file::error(file_name, text, &e))?;
+        let dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
+        let mut draft = Draft::new();
+        let mut tls_origin = None;
+        for key in KEYS {
+            let (origin, raw) = match env::first_set(env, key.env) {
+                Some((var, value)) => (env::origin(var), Raw::Env(value)),
+                None => match written.get(key) {
+                    Some(v) => (
+                        file::origin(file_name, text, v.span().start),
+                        Raw::File(v.get_ref(), dir),
+                    ),
+                    None => continue,
+                },
+            };
+            if let Err(message) = (key.set)(&mut draft, raw) {
+                return Err(ConfigError {
+                    origin,
+                    key: key.name.to_string(),
+                    message,
+                });
+            }
+            if key.table() == "tls" && tls_origin.is_none() {
+                tls_origin = Some(origin);
+            }
+        }
+        draft.finish(tls_origin)
+    }
+
+    /// The configuration in the file format: every key, defaults included, top-level keys
+    /// first and then one `[table]` each; an optional key that is not set is a comment.
+    /// [`Config::from_toml`] reads it back to an equal configuration.
+    pub fn to_toml(&self) -> String {
+        file::render(self)
+    }
+
+    /// The keys that differ between `self`, the running configuration, and `new`, a
+    /// reloaded one, but only take effect at start: `listen`, `admin_listen`, `role`,
+    /// `node_id`, `tls` (switching TLS on or off; new cert/key paths or contents reload),
+    /// `limits.max_connections`, `log_format`, `log_level` and `reload.watch`. Empty when
+    /// `new` can replace `self` while serving.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let changed = [
+            ("listen", self.listen != new.listen),
+            ("admin_listen", self.admin_listen != new.admin_listen),
+            ("role", self.role != new.role),
+            ("node_id", self.node_id != new.node_id),
+            ("tls", self.tls.is_some() != new.tls.is_some()),
+            (
+                "limits.max_connections",
+                self.limits.max_connections != new.limits.max_connections,
+            ),
+            ("log_format", self.log_format != new.log_format),
+            ("log_level", self.log_level != new.log_level),
+            ("reload.watch", self.reload.watch != new.reload.watch),
+        ];
+        changed
+            .into_iter()
+            .filter_map(|(key, differs)| differs.then_some(key))
+            .collect()
+    }
+
+    /// The configuration file for messages (`(defaults)` when none).
+    pub fn origin(&self) -> String {
+        match &self.file {
+            Some(p) => p.display().to_string(),
+            None => "(defaults)".to_string(),
+        }
+    }
+}
+
+/// The admin token: the content of `admin.token_file` without surrounding whitespace, or
+/// `None` when no token file is configured. An unreadable or empty file is an error (key
+/// `admin.token_file`) naming the resolved path; the token itself never appears in an
+/// error.
+pub fn read_admin_token(config: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let error = |message: String| ConfigError {
+        origin: config.origin(),
+        key: "admin.token_file".to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(format!(
+            "cannot read the admin token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(error(format!(
+            "expected an admin token in {}, got an empty file",
+            path.display()
+        )));
+    }
+    Ok(Some(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
