@@ -4,7 +4,7 @@
 //! upstream disagree about what a path means (`/api/ws/x/../files`, `/api/ws//files`,
 //! `%2e%2e`, `%2F`), classification can be bypassed. So every path is brought into one
 //! canonical form, and that same form is both classified and sent upstream
-//! (DESIGN.md §6). Ambiguous input is rejected (the caller answers `400`).
+//! Ambiguous input is rejected (the caller answers `400`).
 //!
 //! The canonical form:
 //!

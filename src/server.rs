@@ -62,7 +62,7 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Config(_) => crate::cli::exit::CONFIG,
-            StartError::Io(_) => 1,
+            StartError::Io(_) => crate::cli::exit::FAILED,
         }
     }
 }

@@ -4,6 +4,8 @@
 pub const OK: i32 = 0;
 /// The command ran and found problems (route drift, a manifest with errors).
 pub const FINDINGS: i32 = 1;
+/// Any other failure (e.g. `serve` cannot bind its address; the runtime cannot start).
+pub const FAILED: i32 = 1;
 /// The command line itself is wrong (clap exits with it too).
 pub const USAGE: i32 = 2;
 /// A file could not be written (`EX_IOERR`).

@@ -18,7 +18,7 @@ where
         Ok(rt) => rt.block_on(main),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
-            1
+            super::exit::FAILED
         }
     }
 }
