@@ -58,15 +58,6 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-impl StartError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StartError::Config(_) => crate::cli::exit::CONFIG,
-            StartError::Io(_) => crate::cli::exit::FAILED,
-        }
-    }
-}
-
 impl From<BuildError> for StartError {
     fn from(e: BuildError) -> Self {
         StartError::Config(e.to_string())

@@ -7,6 +7,7 @@ use std::path::Path;
 use super::exit;
 use super::run::{on_runtime, termination_signal};
 use crate::config::Config;
+use crate::server::StartError;
 
 /// Returns the process exit code.
 pub fn serve(config: Option<&Path>) -> i32 {
@@ -25,7 +26,10 @@ pub fn serve(config: Option<&Path>) -> i32 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");
-                return e.exit_code();
+                return match e {
+                    StartError::Config(_) => exit::CONFIG,
+                    StartError::Io(_) => exit::FAILED,
+                };
             }
         };
         tracing::info!(
