@@ -117,6 +117,11 @@ async fn degrade_rule_is_served_locally_when_the_ide_is_unreachable() {
         assert_eq!(a.status, 200);
         assert_eq!(a.server(), "fleet");
         assert_eq!(a.header("x-fleetgate-degraded"), Some("1"));
+        assert_eq!(
+            a.header("x-fleetgate-target"),
+            Some("ide"),
+            "the stamp keeps the routing decision"
+        );
     }
     let head = send("HEAD", &setup.url("/preview/9"), &[]).await;
     assert_eq!(
@@ -129,6 +134,63 @@ async fn degrade_rule_is_served_locally_when_the_ide_is_unreachable() {
     // Rules without degrade still fail.
     let a = get(&setup.url("/api/w1/files/a")).await;
     assert_eq!(a.status, 502);
+    let m = metrics(&setup.srv).await;
+    assert!(
+        m.contains(r#"fleetgate_requests_total{class="ide-only",code="200",target="ide"} 3"#),
+        "degraded answers are counted under the decision's target: {m}"
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_degrade_rule_with_no_local_pool_either_answers_the_ides_502() {
+    let dead = dead_port().await;
+    let setup = Setup::role(Role::Serve)
+        .with_unreachable_ide()
+        .config(move |c| c.upstreams.fleet = vec![url(dead)])
+        .start()
+        .await;
+    let a = get(&setup.url("/preview/9")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.header("x-fleetgate-required-role"), Some("ide"));
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(a.header("x-fleetgate-degraded"), None);
+    assert_eq!(a.header("x-fleetgate-target"), Some("ide"));
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_request_carries_a_request_id_to_the_upstream_and_back() {
+    let setup = Setup::serve_without_ide().await;
+    let a = get(&setup.url("/threads")).await;
+    let id = a
+        .header("x-request-id")
+        .expect("a generated id")
+        .to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    let b = send(
+        "GET",
+        &setup.url("/threads"),
+        &[("x-request-id", "client-id-1")],
+    )
+    .await;
+    assert_eq!(
+        b.header("x-request-id"),
+        Some("client-id-1"),
+        "the client's id is kept"
+    );
+    let seen = setup.fleet.seen();
+    assert_eq!(seen[0].headers["x-request-id"], id.as_str());
+    assert_eq!(seen[1].headers["x-request-id"], "client-id-1");
+    // fleetgate's own answers carry it too.
+    let c = send(
+        "GET",
+        &setup.url("/threads"),
+        &[("x-fleetgate-via", "test-node")],
+    )
+    .await;
+    assert_eq!(c.status, 508);
+    assert!(c.header("x-request-id").is_some());
     setup.shutdown().await;
 }
 
@@ -153,6 +215,11 @@ async fn loop_guard_answers_508() {
     let url = setup.url("/threads");
     let a = send("GET", &url, &[("x-fleetgate-via", "edge-1, test-node")]).await;
     assert_eq!(a.status, 508);
+    assert_eq!(
+        a.header("x-fleetgate-target"),
+        None,
+        "refused before routing: no target"
+    );
     let a = send("GET", &url, &[("x-fleetgate-via", "a, b, c")]).await;
     assert_eq!(a.status, 508, "too many hops");
     let a = send("GET", &url, &[("x-fleetgate-via", "a, b")]).await;
@@ -161,6 +228,11 @@ async fn loop_guard_answers_508() {
     assert_eq!(
         fleet.seen()[0].headers["x-fleetgate-via"],
         "a, b, test-node"
+    );
+    let m = metrics(&setup.srv).await;
+    assert!(
+        m.contains(r#"fleetgate_requests_total{class="none",code="508",target="none"} 2"#),
+        "{m}"
     );
     setup.shutdown().await;
 }
