@@ -493,12 +493,15 @@ enum Ide {
     Unreachable,
 }
 
+/// A change to the proxy's configuration before it starts.
+pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// What [`Setup::role`] will start.
 pub struct SetupBuilder {
     role: Role,
     fleet_name: &'static str,
     ide: Ide,
-    tweak: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    tweak: Option<ConfigTweak>,
 }
 
 impl SetupBuilder {
