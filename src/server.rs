@@ -340,8 +340,13 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        let id = format!("{:032x}", rand::random::<u128>());
-        http::HeaderValue::try_from(id).ok().map(RequestId::new)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u128>();
+        let mut id = [0u8; 32];
+        for (i, digit) in id.iter_mut().enumerate() {
+            *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        http::HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
