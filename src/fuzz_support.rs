@@ -495,7 +495,7 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
     if !matches!(path::normalize_with(&path, lenient), Ok(Cow::Borrowed(_))) {
         return None;
     }
-    if rewrite(m, &path).is_some() {
+    if m.rewrite(&path).alias.is_some() {
         return None;
     }
     Some((method, path))
@@ -754,33 +754,54 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
     }
 }
 
-/// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
-/// (written independently of the classifier's allocation-free version). Longest match
-/// keeps the result independent of file order when aliases nest (`/old`, `/old/api`).
-fn rewrite(m: &Manifest, path: &str) -> Option<String> {
-    m.aliases()
-        .iter()
-        .filter_map(|a| {
-            let rest = path.strip_prefix(a.from.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((a, rest))
-        })
-        .max_by_key(|(a, _)| a.from.len())
-        .map(|(a, rest)| format!("{}{rest}", a.to.trim_end_matches('/')))
+/// The segments a normalized path is matched with: trailing slash dropped, aliases
+/// applied ([`Manifest::rewrite`], itself checked by [`check_rewrite`]).
+fn path_segments(m: &Manifest, path: &str) -> Vec<String> {
+    check_rewrite(m, path);
+    m.rewrite(path).segments().map(str::to_string).collect()
 }
 
-/// The segments a normalized path is matched with: trailing slash dropped, aliases applied.
-fn path_segments(m: &Manifest, path: &str) -> Vec<String> {
-    let trimmed = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
-    let rewritten = rewrite(m, trimmed).unwrap_or_else(|| trimmed.to_string());
-    rewritten
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// [`Manifest::rewrite`] of a normalized path obeys the alias rules, stated on segments
+/// rather than bytes: the alias applied is one whose `from` segments begin the path's, no
+/// alias with more `from` segments also does, and the result is its `to` segments
+/// followed by the path's remaining ones, `rest` being a slice of the path at `rest_at`.
+/// Without an alias no `from` begins the path and the segments are unchanged.
+pub fn check_rewrite(m: &Manifest, path: &str) {
+    fn split(p: &str) -> Vec<&str> {
+        p.split('/').filter(|s| !s.is_empty()).collect()
+    }
+    let segs = split(path);
+    let applies = |from: &str| segs.starts_with(&split(from));
+    let got = m.rewrite(path);
+    let got_segs: Vec<&str> = got.segments().collect();
+    assert_eq!(
+        path.get(got.rest_at..got.rest_at + got.rest.len()),
+        Some(got.rest),
+        "{path:?}: rest is not the path at rest_at: {got:?}"
+    );
+    match got.alias {
+        Some(i) => {
+            let alias = &m.aliases()[i];
+            assert!(applies(&alias.from), "{path:?}: {alias:?} does not apply");
+            let n = split(&alias.from).len();
+            for other in m.aliases() {
+                assert!(
+                    !(applies(&other.from) && split(&other.from).len() > n),
+                    "{path:?}: {alias:?} applied although the longer {other:?} does"
+                );
+            }
+            let mut want = split(&alias.to);
+            want.extend_from_slice(&segs[n..]);
+            assert_eq!(got_segs, want, "{path:?} through {alias:?}");
+        }
+        None => {
+            for alias in m.aliases() {
+                assert!(!applies(&alias.from), "{path:?}: {alias:?} not applied");
+            }
+            assert_eq!(got_segs, segs, "{path:?} without an alias");
+            assert_eq!(got.rest_at, 0, "{path:?} without an alias");
+        }
+    }
 }
 
 fn segments_match(pattern: &[Segment], path: &[String]) -> bool {

@@ -94,7 +94,7 @@ impl Manifest {
             // to spell out part of the canonical `METHOD path` string.
             return self.default_decision();
         }
-        let (prefix, rest) = self.rewrite(trim_trailing_slash(req.path));
+        let Rewritten { prefix, rest, .. } = self.rewrite(req.path);
         // Most requests carry a common method whose `"METHOD "` prefix was walked at
         // compile time; others walk it here.
         let (state, input) = match COMMON_METHODS.iter().position(|m| *m == req.method) {
@@ -199,26 +199,61 @@ impl Manifest {
         best
     }
 
-    /// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
-    /// (aliases are kept longest first); the result is `prefix + rest` without building
-    /// a new string.
-    pub(super) fn rewrite<'a>(&'a self, path: &'a str) -> (&'a str, &'a str) {
-        for alias in &self.aliases {
-            if let Some(rest) = path.strip_prefix(alias.from.as_str()) {
-                if rest.is_empty() {
-                    return (alias.to.as_str(), "");
-                }
-                if rest.starts_with('/') {
-                    let to = if alias.to == "/" {
-                        ""
-                    } else {
-                        alias.to.as_str()
-                    };
-                    return (to, rest);
-                }
+    /// The path as the matcher sees it: a trailing slash dropped, then the alias with the
+    /// longest `from` that is a whole-segment prefix applied (aliases are kept longest
+    /// first). The result is `prefix + rest` without building a new string.
+    #[inline]
+    pub fn rewrite<'a>(&'a self, path: &'a str) -> Rewritten<'a> {
+        let path = trim_trailing_slash(path);
+        for (i, alias) in self.aliases.iter().enumerate() {
+            if let Some(rest) = alias.strip_from(path) {
+                // `to = "/"` followed by more segments contributes nothing of its own.
+                let prefix = if rest.is_empty() || alias.to != "/" {
+                    alias.to.as_str()
+                } else {
+                    ""
+                };
+                return Rewritten {
+                    alias: Some(i),
+                    prefix,
+                    rest,
+                    rest_at: alias.from.len(),
+                };
             }
         }
-        ("", path)
+        Rewritten {
+            alias: None,
+            prefix: "",
+            rest: path,
+            rest_at: 0,
+        }
+    }
+}
+
+/// A request path as the matcher sees it (see [`Manifest::rewrite`]): `prefix` followed
+/// by `rest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten<'a> {
+    /// The alias applied, as an index into [`Manifest::aliases`].
+    pub alias: Option<usize>,
+    /// The applied alias's `to` (empty when that is `/` and more segments follow), or
+    /// empty without an alias. Byte offsets into `prefix` are offsets into `to`.
+    pub prefix: &'a str,
+    /// The rest of the path: what follows the alias's `from`, or the whole path; without
+    /// its trailing slash.
+    pub rest: &'a str,
+    /// Where `rest` begins in the path given to [`Manifest::rewrite`].
+    pub rest_at: usize,
+}
+
+impl<'a> Rewritten<'a> {
+    /// The non-empty segments of `prefix + rest`, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &'a str> {
+        let (prefix, rest) = (self.prefix, self.rest);
+        prefix
+            .split('/')
+            .chain(rest.split('/'))
+            .filter(|s| !s.is_empty())
     }
 }
 

@@ -407,21 +407,17 @@ pub fn patterns_overlap(a: &[Segment], b: &[Segment]) -> bool {
     }
 }
 
-/// The route as the classifier sees it: the alias with the longest `from` that is a
-/// literal prefix of the route is applied ([`Manifest::aliases`] is ordered longest
-/// first), as [`Manifest::classify`] does for request paths.
-fn effective_segments(manifest: &Manifest, route: &[Segment]) -> Vec<Segment> {
-    for alias in manifest.aliases() {
-        let (Ok(from), Ok(to)) = (pattern::parse(&alias.from), pattern::parse(&alias.to)) else {
-            continue;
-        };
-        if route.len() >= from.len() && route[..from.len()] == from[..] {
-            let mut out = to;
-            out.extend_from_slice(&route[from.len()..]);
-            return out;
-        }
+/// The route as the classifier sees it: its pattern text goes through
+/// [`Manifest::rewrite`] like a request path (an alias's `from` is literal, so it can only
+/// replace literal segments).
+fn effective_segments(manifest: &Manifest, route: &AppRoute) -> Vec<Segment> {
+    let path = manifest.rewrite(&route.path);
+    if path.alias.is_none() {
+        return route.segments.clone();
     }
-    route.to_vec()
+    // A literal `to` followed by the tail of a valid pattern is a valid pattern.
+    pattern::parse(&format!("{}{}", path.prefix, path.rest))
+        .unwrap_or_else(|_| route.segments.clone())
 }
 
 /// A rule with no application route.
@@ -515,7 +511,7 @@ pub struct Drift {
 pub fn check(manifest: &Manifest, routes: &[AppRoute], lock: Option<&Lock>) -> Drift {
     let effective: Vec<Vec<Segment>> = routes
         .iter()
-        .map(|r| effective_segments(manifest, &r.segments))
+        .map(|r| effective_segments(manifest, r))
         .collect();
 
     let mut report = Report::default();

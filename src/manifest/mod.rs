@@ -18,7 +18,7 @@ pub mod reference;
 use std::fmt;
 use std::path::Path;
 
-pub use classify::{Decision, HeaderSource, RequestParts};
+pub use classify::{Decision, HeaderSource, RequestParts, Rewritten};
 pub use compile::Manifest;
 pub use pattern::Segment;
 
@@ -162,6 +162,16 @@ impl Rule {
 pub struct Alias {
     pub from: String,
     pub to: String,
+}
+
+impl Alias {
+    /// What follows `from` in `path`, if `from` is a whole-segment prefix of it: `/v1`
+    /// gives `""` for `/v1` and `/x` for `/v1/x`, but does not apply to `/v10`.
+    #[inline]
+    pub fn strip_from<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.from.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

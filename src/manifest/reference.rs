@@ -3,7 +3,7 @@
 //! compiled automaton (property tests) and as the baseline in benchmarks; the proxy
 //! never uses it.
 
-use super::classify::{nth_segment, trim_trailing_slash, when_holds};
+use super::classify::{nth_segment, when_holds};
 use super::compile::precedence;
 use super::{Decision, Manifest, RequestParts, Segment};
 
@@ -30,10 +30,8 @@ fn segments_match(pattern: &[Segment], path: &[&str]) -> bool {
 
 /// Classify like [`Manifest::classify`], by brute force.
 pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
-    let (prefix, rest) = m.rewrite(trim_trailing_slash(req.path));
-    let mut segs: Vec<&str> = Vec::with_capacity(8);
-    segs.extend(prefix.split('/').filter(|s| !s.is_empty()));
-    segs.extend(rest.split('/').filter(|s| !s.is_empty()));
+    let path = m.rewrite(req.path);
+    let segs: Vec<&str> = path.segments().collect();
     let mut best: Option<usize> = None;
     for (i, rule) in m.rules.iter().enumerate() {
         if rule.methods.matches(req.method)
@@ -57,7 +55,7 @@ pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
             rule_index: Some(i),
             tenant: m.rules[i]
                 .tenant_segment
-                .and_then(|k| nth_segment(prefix, rest, k)),
+                .and_then(|k| nth_segment(path.prefix, path.rest, k)),
         },
     }
 }
