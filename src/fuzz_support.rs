@@ -715,6 +715,12 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
                 .tenant_segment
                 .map(|k| segs.get(k).map_or("<missing segment>", String::as_str));
             assert_eq!(d.tenant, tenant, "{what}: tenant");
+            assert_eq!(
+                d.tenant_at.and_then(|at| m.tenant_text(at, req.path)),
+                d.tenant,
+                "{what}: tenant_at {:?} does not resolve to the tenant",
+                d.tenant_at
+            );
             // Nothing more specific that needs no conditions may match.
             for other in m.rules() {
                 if other.when.is_empty()
@@ -734,6 +740,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
         (None, None) => {
             assert_eq!(d.class, m.default_class(), "{what}: default class");
             assert_eq!(d.tenant, None, "{what}: tenant without rule");
+            assert_eq!(d.tenant_at, None, "{what}: tenant_at without rule");
             for rule in m.rules() {
                 let conditions_hold = rule.when.query.is_empty()
                     && rule
@@ -781,7 +788,7 @@ pub fn check_rewrite(m: &Manifest, path: &str) {
     );
     match got.alias {
         Some(i) => {
-            let alias = &m.aliases()[i];
+            let alias = &m.aliases()[usize::from(i)];
             assert!(applies(&alias.from), "{path:?}: {alias:?} does not apply");
             let n = split(&alias.from).len();
             for other in m.aliases() {

@@ -24,6 +24,10 @@ use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Sever
 /// DFA is 10-15x smaller, so it wins from there on (see benches/classify.rs).
 const DENSE_LIMIT_BYTES: usize = 2 << 20;
 
+/// At most this many aliases: a decision names the alias a tenant came from by a `u16`
+/// index ([`super::TenantSource::Alias`]).
+pub const MAX_ALIASES: usize = 1 << 16;
+
 /// Upper bound on the memory the DFA construction may use.
 const AUTOMATON_LIMIT_BYTES: usize = 512 << 20;
 
@@ -307,6 +311,19 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         rules,
         sources,
     } = parsed;
+    if aliases.len() > MAX_ALIASES {
+        return Err(LoadError {
+            diagnostics: vec![Diagnostic {
+                file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
+                line: 0,
+                severity: Severity::Error,
+                message: format!(
+                    "{} aliases; a manifest may have at most {MAX_ALIASES}",
+                    aliases.len()
+                ),
+            }],
+        });
+    }
     let mut diagnostics = check_overlaps(&rules);
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return Err(LoadError { diagnostics });
@@ -504,6 +521,29 @@ mod tests {
         assert!(w
             .iter()
             .any(|d| d.starts_with("routes/a.toml:11: warning: duplicate rule: routes/a.toml:1")));
+    }
+
+    #[test]
+    fn at_most_max_aliases() {
+        use crate::manifest::load::ParsedManifest;
+        use crate::manifest::{Alias, Class};
+        let parsed = |n: usize| ParsedManifest {
+            default_class: Class::FleetOk,
+            aliases: (0..n)
+                .map(|i| Alias {
+                    from: format!("/a{i}"),
+                    to: "/b".into(),
+                })
+                .collect(),
+            rules: Vec::new(),
+            sources: vec![("a.toml".into(), String::new())],
+        };
+        assert!(super::compile(parsed(super::MAX_ALIASES)).is_ok());
+        let e = super::compile(parsed(super::MAX_ALIASES + 1)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.toml: error: 65537 aliases; a manifest may have at most 65536"
+        );
     }
 
     #[test]

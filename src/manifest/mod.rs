@@ -18,7 +18,7 @@ pub mod reference;
 use std::fmt;
 use std::path::Path;
 
-pub use classify::{Decision, HeaderSource, RequestParts, Rewritten};
+pub use classify::{Decision, HeaderSource, RequestParts, Rewritten, TenantAt, TenantSource};
 pub use compile::Manifest;
 pub use pattern::Segment;
 

@@ -3,7 +3,7 @@
 //! compiled automaton (property tests) and as the baseline in benchmarks; the proxy
 //! never uses it.
 
-use super::classify::{nth_segment, when_holds};
+use super::classify::when_holds;
 use super::compile::precedence;
 use super::{Decision, Manifest, RequestParts, Segment};
 
@@ -48,14 +48,18 @@ pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
             rule: None,
             rule_index: None,
             tenant: None,
+            tenant_at: None,
         },
-        Some(i) => Decision {
-            class: m.rules[i].class,
-            rule: Some(&m.rules[i]),
-            rule_index: Some(i),
-            tenant: m.rules[i]
-                .tenant_segment
-                .and_then(|k| nth_segment(path.prefix, path.rest, k)),
-        },
+        Some(i) => {
+            let k = m.rules[i].tenant_segment;
+            Decision {
+                class: m.rules[i].class,
+                rule: Some(&m.rules[i]),
+                rule_index: Some(i),
+                // The text from the split segments, the span from the rewrite.
+                tenant: k.and_then(|k| segs.get(k).copied()),
+                tenant_at: k.and_then(|k| path.segment(k)).map(|(_, at)| at),
+            }
+        }
     }
 }
