@@ -23,7 +23,7 @@ use crate::manifest::classify::NoHeaders;
 use crate::manifest::compile::specificity;
 use crate::manifest::pattern::{self, Segment};
 use crate::manifest::{
-    reference, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
+    is_token, reference, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
 };
 use crate::path::{self, NormalizeOptions, PathError};
 
@@ -533,13 +533,6 @@ fn probes(m: &Manifest) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// RFC 9110 `token`.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 // ---------------------------------------------------------------------------------------

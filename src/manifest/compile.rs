@@ -180,18 +180,6 @@ pub fn precedence(rules: &[Rule], a: usize, b: usize) -> Ordering {
     specificity(&rules[b], &rules[a]).then(a.cmp(&b))
 }
 
-/// Can one request carry a method that both method sets accept?
-fn methods_intersect(a: &Methods, b: &Methods) -> bool {
-    match (a, b) {
-        (Methods::Any, _) | (_, Methods::Any) => true,
-        (Methods::List(x), Methods::List(y)) => x.iter().any(|m| {
-            b.matches(m)
-                || (m == "GET" && b.matches("HEAD"))
-                || y.iter().any(|n| n == "GET" && m == "HEAD")
-        }),
-    }
-}
-
 /// Does every request method accepted by `b` also match `a`?
 fn methods_cover(a: &Methods, b: &Methods) -> bool {
     match (a, b) {
@@ -409,7 +397,7 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
             for &b in &group[n + 1..] {
                 let (ra, rb) = (&rules[a], &rules[b]);
                 if specificity(ra, rb) != Ordering::Equal
-                    || !methods_intersect(&ra.methods, &rb.methods)
+                    || !ra.methods.overlaps(&rb.methods)
                     || !when_compatible(&ra.when, &rb.when)
                 {
                     continue;

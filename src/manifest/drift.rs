@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::classify::NoHeaders;
 use super::pattern::{self, Segment};
-use super::{Class, Diagnostic, Manifest, Methods, RequestParts, Rule, Severity};
+use super::{is_token, Class, Diagnostic, Manifest, RequestParts, Rule, Severity};
 
 /// At most this many probes per route for the full cross product of parameter values;
 /// beyond it each parameter is varied alone, the others kept generic.
@@ -151,8 +151,7 @@ fn parse_method(m: &str) -> Result<String, String> {
     if m == "*" {
         return Err("'*' is not a method; list each method the route serves".into());
     }
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if m.is_empty() || !m.bytes().all(tchar) {
+    if !is_token(m) {
         return Err(format!(
             "expected an HTTP method such as GET or POST, found {m:?}"
         ));
@@ -382,13 +381,6 @@ fn key_line(text: &str, key: &str) -> u32 {
     0
 }
 
-/// Can a request with `method` (an app route's method) reach a rule with `methods`?
-/// The route's GET also serves HEAD, so a HEAD-only rule overlaps it.
-pub fn methods_overlap(methods: &Methods, method: &str) -> bool {
-    methods.matches(method)
-        || (method == "GET" && matches!(methods, Methods::List(l) if l.iter().any(|m| m == "HEAD")))
-}
-
 /// Can the two patterns match a common path? Literals must be equal, a `{param}`
 /// matches any one segment, a `{*rest}` one or more.
 pub fn patterns_overlap(a: &[Segment], b: &[Segment]) -> bool {
@@ -517,7 +509,7 @@ pub fn check(manifest: &Manifest, routes: &[AppRoute], lock: Option<&Lock>) -> D
     let mut report = Report::default();
     for rule in manifest.rules() {
         let used = routes.iter().zip(&effective).any(|(r, eff)| {
-            methods_overlap(&rule.methods, &r.method) && patterns_overlap(&rule.segments, eff)
+            rule.methods.overlaps_method(&r.method) && patterns_overlap(&rule.segments, eff)
         });
         if !used {
             report.stale.push(Stale {
@@ -1092,10 +1084,6 @@ paths:
         assert!(!patterns_overlap(&p("/a/{*x}"), &p("/b/{*x}")));
         assert!(patterns_overlap(&p("/"), &p("/")));
         assert!(!patterns_overlap(&p("/"), &p("/{*x}")));
-        assert!(methods_overlap(&Methods::List(vec!["HEAD".into()]), "GET"));
-        assert!(methods_overlap(&Methods::List(vec!["GET".into()]), "HEAD"));
-        assert!(!methods_overlap(&Methods::List(vec!["POST".into()]), "GET"));
-        assert!(methods_overlap(&Methods::Any, "PATCH"));
     }
 
     const MANIFEST: &str = r#"

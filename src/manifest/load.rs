@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::pattern::{self, Segment};
 use super::{
-    Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When, Writes,
+    is_header_name, is_token, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule,
+    Severity, When, Writes,
 };
 
 /// The manifest as read from its files, before compilation.
@@ -282,10 +283,7 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
 
 /// Is `m` an HTTP method token (RFC 9110 `token`), written in upper case?
 fn valid_method(m: &str) -> bool {
-    !m.is_empty()
-        && m.bytes().all(|b| {
-            b.is_ascii_uppercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+    is_token(m) && !m.bytes().any(|b| b.is_ascii_lowercase())
 }
 
 fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Rule> {
@@ -458,8 +456,7 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
             when.query.push((name, condition(value.into_inner())));
         }
         for (name, value) in w.header {
-            let valid = !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
-            if !valid {
+            if !is_header_name(&name) {
                 cx.error(
                     value.span().start,
                     format!("key 'when.header': {name:?} is not a valid header name"),

@@ -22,6 +22,18 @@ pub use classify::{Decision, HeaderSource, RequestParts, Rewritten, TenantAt, Te
 pub use compile::Manifest;
 pub use pattern::Segment;
 
+/// Is `s` an RFC 9110 `token`, what an HTTP method is made of (`GET`, `M-SEARCH`)?
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Is `name` a valid HTTP header name (any case)?
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
 /// Where a request may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -82,6 +94,22 @@ impl Methods {
 
     pub fn is_any(&self) -> bool {
         matches!(self, Methods::Any)
+    }
+
+    /// Can one request carry a method that both this set and a rule or route serving
+    /// `method` accept? A `GET` also serves `HEAD`, so `HEAD` and `GET` overlap either way.
+    pub fn overlaps_method(&self, method: &str) -> bool {
+        self.matches(method)
+            || (method == "GET"
+                && matches!(self, Methods::List(l) if l.iter().any(|m| m == "HEAD")))
+    }
+
+    /// Can one request carry a method that both method sets accept?
+    pub fn overlaps(&self, other: &Methods) -> bool {
+        match other {
+            Methods::Any => true,
+            Methods::List(list) => list.iter().any(|m| self.overlaps_method(m)),
+        }
     }
 
     /// The methods as listed in the manifest (`["*"]` for any).
@@ -236,5 +264,46 @@ impl Manifest {
     pub fn from_sources(sources: &[(String, String)]) -> Result<Manifest, LoadError> {
         let parsed = load::parse_sources(sources)?;
         compile::compile(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert!(is_token("GET"));
+        assert!(is_token("get"));
+        assert!(is_token("M-SEARCH"));
+        assert!(!is_token(""));
+        assert!(!is_token("GE T"));
+        assert!(!is_token("GE(T"));
+        assert!(!is_token("GÉT"));
+    }
+
+    #[test]
+    fn header_names() {
+        assert!(is_header_name("X-Preview"));
+        assert!(is_header_name("accept"));
+        assert!(!is_header_name(""));
+        assert!(!is_header_name("bad name"));
+        assert!(!is_header_name("x:y"));
+    }
+
+    #[test]
+    fn method_overlap_with_get_implying_head() {
+        let list = |l: &[&str]| Methods::List(l.iter().map(|m| m.to_string()).collect());
+        assert!(list(&["HEAD"]).overlaps_method("GET"));
+        assert!(list(&["GET"]).overlaps_method("HEAD"));
+        assert!(!list(&["POST"]).overlaps_method("GET"));
+        assert!(!list(&["HEAD"]).overlaps_method("POST"));
+        assert!(Methods::Any.overlaps_method("PATCH"));
+        assert!(list(&["HEAD"]).overlaps(&list(&["GET"])));
+        assert!(list(&["GET"]).overlaps(&list(&["HEAD"])));
+        assert!(list(&["POST", "GET"]).overlaps(&list(&["PUT", "GET"])));
+        assert!(!list(&["POST"]).overlaps(&list(&["GET"])));
+        assert!(list(&["POST"]).overlaps(&Methods::Any));
+        assert!(Methods::Any.overlaps(&list(&["DELETE"])));
     }
 }
