@@ -691,7 +691,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
             assert!(rule.methods.matches(req.method), "{what}: method");
             assert_eq!(d.class, rule.class, "{what}: class");
             assert!(
-                segments_match(&rule.segments, &segs),
+                pattern::matches(&rule.segments, &segs),
                 "{what}: {} does not match",
                 rule.location()
             );
@@ -706,7 +706,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
             }
             let tenant = rule
                 .tenant_segment
-                .map(|k| segs.get(k).map_or("<missing segment>", String::as_str));
+                .map(|k| segs.get(k).copied().unwrap_or("<missing segment>"));
             assert_eq!(d.tenant, tenant, "{what}: tenant");
             assert_eq!(
                 d.tenant_at.and_then(|at| m.tenant_text(at, req.path)),
@@ -718,7 +718,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
             for other in m.rules() {
                 if other.when.is_empty()
                     && other.methods.matches(req.method)
-                    && segments_match(&other.segments, &segs)
+                    && pattern::matches(&other.segments, &segs)
                 {
                     assert_ne!(
                         specificity(other, rule),
@@ -744,7 +744,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
                 assert!(
                     !(conditions_hold
                         && rule.methods.matches(req.method)
-                        && segments_match(&rule.segments, &segs)),
+                        && pattern::matches(&rule.segments, &segs)),
                     "{what}: default although {} matches",
                     rule.location()
                 );
@@ -756,9 +756,9 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
 
 /// The segments a normalized path is matched with: trailing slash dropped, aliases
 /// applied ([`Manifest::rewrite`], itself checked by [`check_rewrite`]).
-fn path_segments(m: &Manifest, path: &str) -> Vec<String> {
+fn path_segments<'a>(m: &'a Manifest, path: &'a str) -> Vec<&'a str> {
     check_rewrite(m, path);
-    m.rewrite(path).segments().map(str::to_string).collect()
+    m.rewrite(path).segments().collect()
 }
 
 /// [`Manifest::rewrite`] of a normalized path obeys the alias rules, stated on segments
@@ -801,22 +801,5 @@ pub fn check_rewrite(m: &Manifest, path: &str) {
             assert_eq!(got_segs, segs, "{path:?} without an alias");
             assert_eq!(got.rest_at, 0, "{path:?} without an alias");
         }
-    }
-}
-
-fn segments_match(pattern: &[Segment], path: &[String]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((Segment::Rest(_), _)) => !path.is_empty(),
-        Some((seg, rest)) => match path.split_first() {
-            None => false,
-            Some((first, others)) => {
-                let ok = match seg {
-                    Segment::Literal(l) => l == first,
-                    _ => true,
-                };
-                ok && segments_match(rest, others)
-            }
-        },
     }
 }

@@ -7,7 +7,7 @@ use regex_automata::dfa::Automaton;
 use regex_automata::util::primitives::StateID;
 
 use super::compile::{Dfa, PatternInfo, COMMON_METHODS};
-use super::{Class, Condition, Manifest, Rule};
+use super::{Class, Manifest, Rule};
 
 /// Header lookup for `[rule.when] header = {…}` conditions.
 pub trait HeaderSource {
@@ -364,12 +364,8 @@ pub(super) fn when_holds(rule: &Rule, req: &RequestParts<'_>) -> bool {
         .iter()
         .all(|(name, cond)| cond.holds(req.headers.header(name)))
         && rule.when.query.iter().all(|(name, cond)| {
-            let value = req.query.and_then(|q| query_value(q, name));
-            match (cond, value) {
-                (Condition::Present, Some(v)) => !v.is_empty(),
-                (Condition::Equals(want), Some(v)) => decoded_eq(v, want),
-                (_, None) => false,
-            }
+            // Query values are compared decoded.
+            cond.holds_with(req.query.and_then(|q| query_value(q, name)), decoded_eq)
         })
 }
 

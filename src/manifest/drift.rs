@@ -195,7 +195,7 @@ fn param_name(name: &str) -> String {
     }
     name.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            if u8::try_from(c).is_ok_and(pattern::is_name_byte) {
                 c
             } else {
                 '_'
@@ -1395,16 +1395,6 @@ why = "gone"
     /// Does a naive matcher find a concrete path (over a small alphabet) that both
     /// patterns match?
     fn witness(a: &[Segment], b: &[Segment]) -> bool {
-        fn matches(p: &[Segment], path: &[&str]) -> bool {
-            match p.first() {
-                None => path.is_empty(),
-                Some(Segment::Rest(_)) => !path.is_empty(),
-                Some(Segment::Literal(l)) => {
-                    path.first() == Some(&l.as_str()) && matches(&p[1..], &path[1..])
-                }
-                Some(Segment::Param(_)) => !path.is_empty() && matches(&p[1..], &path[1..]),
-            }
-        }
         let alphabet = ["a", "b", "c"];
         let mut paths: Vec<Vec<&str>> = vec![vec![]];
         for _ in 0..6 {
@@ -1421,7 +1411,9 @@ why = "gone"
                 }
             }
         }
-        paths.iter().any(|p| matches(a, p) && matches(b, p))
+        paths
+            .iter()
+            .any(|p| pattern::matches(a, p) && pattern::matches(b, p))
     }
 
     proptest! {

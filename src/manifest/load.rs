@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::classify::trim_trailing_slash;
 use super::pattern::{self, Segment};
 use super::{
     is_header_name, is_token, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule,
@@ -213,8 +214,8 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
                 let a = a.into_inner();
                 match validate_alias(&a.from, &a.to) {
                     Ok(()) => aliases.push(Alias {
-                        from: trim_slash(&a.from).to_string(),
-                        to: trim_slash(&a.to).to_string(),
+                        from: trim_trailing_slash(&a.from).to_string(),
+                        to: trim_trailing_slash(&a.to).to_string(),
                     }),
                     Err(msg) => cx.error(offset, format!("key 'aliases': {msg}")),
                 }
@@ -258,14 +259,6 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
     })
 }
 
-fn trim_slash(p: &str) -> &str {
-    if p.len() > 1 {
-        p.strip_suffix('/').unwrap_or(p)
-    } else {
-        p
-    }
-}
-
 fn validate_alias(from: &str, to: &str) -> Result<(), String> {
     for (key, p) in [("from", from), ("to", to)] {
         let segs = pattern::parse(p).map_err(|e| format!("'{key}' = {p:?}: {e}"))?;
@@ -275,7 +268,7 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
             ));
         }
     }
-    if trim_slash(from) == "/" {
+    if trim_trailing_slash(from) == "/" {
         return Err("'from' = \"/\" would rewrite every path".into());
     }
     Ok(())

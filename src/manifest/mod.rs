@@ -132,9 +132,19 @@ pub enum Condition {
 
 impl Condition {
     pub fn holds(&self, value: Option<&str>) -> bool {
+        self.holds_with(value, |v, want| v == want)
+    }
+
+    /// [`Condition::holds`], comparing a present value with the wanted one by `equals`.
+    #[inline]
+    pub(crate) fn holds_with(
+        &self,
+        value: Option<&str>,
+        equals: impl Fn(&str, &str) -> bool,
+    ) -> bool {
         match (self, value) {
             (Condition::Present, Some(v)) => !v.is_empty(),
-            (Condition::Equals(want), Some(v)) => want == v,
+            (Condition::Equals(want), Some(v)) => equals(v, want),
             (_, None) => false,
         }
     }

@@ -5,28 +5,7 @@
 
 use super::classify::when_holds;
 use super::compile::precedence;
-use super::{Decision, Manifest, RequestParts, Segment};
-
-fn segments_match(pattern: &[Segment], path: &[&str]) -> bool {
-    let mut i = 0;
-    for seg in pattern {
-        match seg {
-            Segment::Literal(l) => {
-                if path.get(i) != Some(&l.as_str()) {
-                    return false;
-                }
-            }
-            Segment::Param(_) => {
-                if i >= path.len() {
-                    return false;
-                }
-            }
-            Segment::Rest(_) => return i < path.len(),
-        }
-        i += 1;
-    }
-    i == path.len()
-}
+use super::{pattern, Decision, Manifest, RequestParts};
 
 /// Classify like [`Manifest::classify`], by brute force.
 pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
@@ -35,7 +14,7 @@ pub fn classify<'a>(m: &'a Manifest, req: &RequestParts<'a>) -> Decision<'a> {
     let mut best: Option<usize> = None;
     for (i, rule) in m.rules.iter().enumerate() {
         if rule.methods.matches(req.method)
-            && segments_match(&rule.segments, &segs)
+            && pattern::matches(&rule.segments, &segs)
             && when_holds(rule, req)
             && best.map_or(true, |b| precedence(&m.rules, i, b).is_lt())
         {
