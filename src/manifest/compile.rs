@@ -17,7 +17,10 @@ use sha2::{Digest, Sha256};
 
 use super::load::ParsedManifest;
 use super::pattern::Segment;
-use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When};
+use super::{
+    base_name, first_file, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity,
+    When,
+};
 
 /// Above this size the dense transition table no longer fits a core's L2 cache and a
 /// request's walk turns into a chain of cache misses; the sparse encoding of the same
@@ -275,11 +278,7 @@ fn escape_into(text: &str, re: &mut String) {
 fn digest_of(sources: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     for (name, text) in sources {
-        let base = std::path::Path::new(name)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name.clone());
-        h.update(base.as_bytes());
+        h.update(base_name(name).as_bytes());
         h.update([0]);
         h.update(text.as_bytes());
         h.update([0]);
@@ -300,17 +299,15 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         sources,
     } = parsed;
     if aliases.len() > MAX_ALIASES {
-        return Err(LoadError {
-            diagnostics: vec![Diagnostic {
-                file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-                line: 0,
-                severity: Severity::Error,
-                message: format!(
-                    "{} aliases; a manifest may have at most {MAX_ALIASES}",
-                    aliases.len()
-                ),
-            }],
-        });
+        return Err(Diagnostic::error(
+            first_file(&sources),
+            0,
+            format!(
+                "{} aliases; a manifest may have at most {MAX_ALIASES}",
+                aliases.len()
+            ),
+        )
+        .into());
     }
     let mut diagnostics = check_overlaps(&rules);
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
@@ -344,13 +341,12 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false).shrink(false))
         .build_many(&regexes);
-    let fail = |e: &dyn std::fmt::Display| LoadError {
-        diagnostics: vec![Diagnostic {
-            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-            line: 0,
-            severity: Severity::Error,
-            message: format!("cannot compile the route automaton: {e}"),
-        }],
+    let fail = |e: &dyn std::fmt::Display| {
+        LoadError::from(Diagnostic::error(
+            first_file(&sources),
+            0,
+            format!("cannot compile the route automaton: {e}"),
+        ))
     };
     let dense = built.map_err(|e| fail(&e))?;
     let anchored = start::Config::new().anchored(Anchored::Yes);
@@ -403,11 +399,10 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
                     continue;
                 }
                 if ra.class != rb.class {
-                    out.push(Diagnostic {
-                        file: rb.file.clone(),
-                        line: rb.line,
-                        severity: Severity::Error,
-                        message: format!(
+                    out.push(Diagnostic::error(
+                        rb.file.clone(),
+                        rb.line,
+                        format!(
                             "ambiguous rules: {} ({} {} {}) and {} ({} {} {}) can match the same request at equal specificity; make one more specific (a literal segment, an explicit method or a `when` condition)",
                             ra.location(),
                             ra.methods.names().join(","),
@@ -418,7 +413,7 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
                             rb.path,
                             rb.class,
                         ),
-                    });
+                    ));
                 } else if methods_cover(&ra.methods, &rb.methods)
                     && when_implied(&ra.when, &rb.when)
                 {

@@ -23,13 +23,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::classify::NoHeaders;
 use super::pattern::{self, Segment};
-use super::{is_token, Class, Diagnostic, Manifest, RequestParts, Rule, Severity};
+use super::{base_name, is_token, Class, Diagnostic, Manifest, RequestParts, Rule};
 
 /// At most this many probes per route for the full cross product of parameter values;
 /// beyond it each parameter is varied alone, the others kept generic.
@@ -52,15 +51,6 @@ pub struct AppRoute {
     pub line: u32,
 }
 
-fn input_error(file: &str, line: u32, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_string(),
-        line,
-        severity: Severity::Error,
-        message,
-    }
-}
-
 /// Parse an application route list; the format is detected by content: a document
 /// starting with `{` is OpenAPI JSON, one with a top-level `openapi:` key is OpenAPI
 /// YAML, anything else is a `METHOD /path` list. Duplicate routes are dropped.
@@ -68,7 +58,7 @@ pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnos
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let routes = if text.trim_start().starts_with('{') {
         let doc: OpenApiDoc = serde_json::from_str(text).map_err(|e| {
-            input_error(
+            Diagnostic::error(
                 file,
                 e.line() as u32,
                 format!("expected an OpenAPI 3 document: {e}"),
@@ -78,7 +68,7 @@ pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnos
     } else if looks_like_openapi_yaml(text) {
         let doc: OpenApiDoc = serde_yaml::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
-            input_error(file, line, format!("expected an OpenAPI 3 document: {e}"))
+            Diagnostic::error(file, line, format!("expected an OpenAPI 3 document: {e}"))
         })?;
         openapi_routes(file, text, doc)?
     } else {
@@ -112,16 +102,16 @@ fn text_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnostic> {
         }
         let mut words = content.split_whitespace();
         let (Some(methods), Some(path), None) = (words.next(), words.next(), words.next()) else {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 line,
                 format!("expected 'METHOD /path' (e.g. 'GET /api/{{id}}'), found {content:?}"),
             ));
         };
-        let segments = convert_path(path, false).map_err(|m| input_error(file, line, m))?;
+        let segments = convert_path(path, false).map_err(|m| Diagnostic::error(file, line, m))?;
         let canonical = pattern::render(&segments);
         for m in methods.split(',') {
-            let method = parse_method(m).map_err(|msg| input_error(file, line, msg))?;
+            let method = parse_method(m).map_err(|msg| Diagnostic::error(file, line, msg))?;
             out.push(AppRoute {
                 method,
                 path: canonical.clone(),
@@ -320,38 +310,38 @@ fn openapi_routes(file: &str, text: &str, doc: OpenApiDoc) -> Result<Vec<AppRout
     match (&doc.openapi, &doc.swagger) {
         (Some(v), _) if v.text().starts_with('3') => {}
         (Some(v), _) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 key_line(text, "openapi"),
                 format!("'openapi' = {:?}: expected an OpenAPI 3.x document", v.text()),
             ))
         }
         (None, Some(_)) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 key_line(text, "swagger"),
-                "Swagger 2.0 is not supported: expected an OpenAPI 3 document (convert it, or list routes as 'METHOD /path' lines)".into(),
+                "Swagger 2.0 is not supported: expected an OpenAPI 3 document (convert it, or list routes as 'METHOD /path' lines)",
             ))
         }
         (None, None) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 1,
-                "expected an OpenAPI 3 document with a top-level 'openapi' field, or a list of 'METHOD /path' lines".into(),
+                "expected an OpenAPI 3 document with a top-level 'openapi' field, or a list of 'METHOD /path' lines",
             ))
         }
     }
     let Some(paths) = doc.paths else {
-        return Err(input_error(
+        return Err(Diagnostic::error(
             file,
             0,
-            "OpenAPI document has no 'paths' object".into(),
+            "OpenAPI document has no 'paths' object",
         ));
     };
     let mut out = Vec::new();
     for (path, item) in paths {
         let line = key_line(text, &path);
-        let segments = convert_path(&path, true).map_err(|m| input_error(file, line, m))?;
+        let segments = convert_path(&path, true).map_err(|m| Diagnostic::error(file, line, m))?;
         let canonical = pattern::render(&segments);
         for op in item.iter().flat_map(PathItem::operations) {
             out.push(AppRoute {
@@ -808,18 +798,18 @@ impl Lock {
             }
             let fields: Vec<&str> = content.split_whitespace().collect();
             let [method, path, class, rule] = fields[..] else {
-                return Err(input_error(
+                return Err(Diagnostic::error(
                     file,
                     line,
                     format!("expected 'METHOD PATH CLASS RULE', found {content:?}"),
                 ));
             };
-            let method = parse_method(method).map_err(|m| input_error(file, line, m))?;
+            let method = parse_method(method).map_err(|m| Diagnostic::error(file, line, m))?;
             let route = pattern::parse(path)
                 .map(|s| pattern::render(&s))
-                .map_err(|e| input_error(file, line, format!("path {path:?}: {e}")))?;
+                .map_err(|e| Diagnostic::error(file, line, format!("path {path:?}: {e}")))?;
             let class = Class::parse(class).ok_or_else(|| {
-                input_error(
+                Diagnostic::error(
                     file,
                     line,
                     format!("expected class \"ide-only\" or \"fleet-ok\", found {class:?}"),
@@ -827,7 +817,7 @@ impl Lock {
             })?;
             let key = (method.clone(), route.clone());
             if let Some(prev) = first_line.get(&key) {
-                return Err(input_error(
+                return Err(Diagnostic::error(
                     file,
                     line,
                     format!("{method} {route} is listed twice (first at line {prev})"),
@@ -885,11 +875,7 @@ pub fn render_lock(manifest: &Manifest, assessed: &[Assessment]) -> String {
 /// `file:line` with the file name only, so the lock does not depend on where the
 /// manifest directory is when the command runs.
 fn lock_rule_name(rule: &Rule) -> String {
-    let name = Path::new(&rule.file)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| rule.file.clone());
-    format!("{name}:{}", rule.line)
+    format!("{}:{}", base_name(&rule.file), rule.line)
 }
 
 #[cfg(test)]

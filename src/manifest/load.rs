@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::classify::trim_trailing_slash;
 use super::pattern::{self, Segment};
 use super::{
-    is_header_name, is_token, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule,
-    Severity, When, Writes,
+    first_file, is_header_name, is_token, Alias, Class, Condition, Diagnostic, LoadError, Methods,
+    Rule, Severity, When, Writes,
 };
 
 /// The manifest as read from its files, before compilation.
@@ -75,14 +75,7 @@ struct RawWhen {
 /// Read every `*.toml` file of `dir` in file-name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let shown = dir.display().to_string();
-    let fail = |message: String| LoadError {
-        diagnostics: vec![Diagnostic {
-            file: shown.clone(),
-            line: 0,
-            severity: Severity::Error,
-            message,
-        }],
-    };
+    let fail = |message: String| LoadError::from(Diagnostic::error(shown.clone(), 0, message));
     let entries =
         fs::read_dir(dir).map_err(|e| fail(format!("cannot read manifest directory: {e}")))?;
     let mut names = Vec::new();
@@ -100,14 +93,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let mut out = Vec::with_capacity(names.len());
     for path in names {
         let name = path.display().to_string();
-        let text = fs::read_to_string(&path).map_err(|e| LoadError {
-            diagnostics: vec![Diagnostic {
-                file: name.clone(),
-                line: 0,
-                severity: Severity::Error,
-                message: format!("cannot read file: {e}"),
-            }],
-        })?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| Diagnostic::error(name.clone(), 0, format!("cannot read file: {e}")))?;
         out.push((name, text));
     }
     Ok(out)
@@ -145,12 +132,8 @@ impl FileCtx<'_> {
     }
 
     fn error(&mut self, offset: usize, message: String) {
-        self.diags.push(Diagnostic {
-            file: self.name.to_string(),
-            line: self.line_of(offset),
-            severity: Severity::Error,
-            message,
-        });
+        self.diags
+            .push(Diagnostic::error(self.name, self.line_of(offset), message));
     }
 }
 
@@ -232,12 +215,11 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
     // Two aliases with the same `from` are ambiguous.
     for (i, a) in aliases.iter().enumerate() {
         if aliases[..i].iter().any(|b| b.from == a.from) {
-            diags.push(Diagnostic {
-                file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-                line: 0,
-                severity: Severity::Error,
-                message: format!("alias from \"{}\" is defined twice", a.from),
-            });
+            diags.push(Diagnostic::error(
+                first_file(sources),
+                0,
+                format!("alias from \"{}\" is defined twice", a.from),
+            ));
         }
     }
 

@@ -227,6 +227,18 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// An error at `file:line` (line 0: the file as a whole).
+    pub fn error(file: impl Into<String>, line: u32, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            line,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sev = match self.severity {
@@ -262,6 +274,29 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
+
+/// A load that failed for this one reason.
+impl From<Diagnostic> for LoadError {
+    fn from(d: Diagnostic) -> LoadError {
+        LoadError {
+            diagnostics: vec![d],
+        }
+    }
+}
+
+/// Where a problem of the manifest as a whole is reported: its first file.
+fn first_file(sources: &[(String, String)]) -> String {
+    sources.first().map(|s| s.0.clone()).unwrap_or_default()
+}
+
+/// The file name of `path` without its directories: how a manifest file is named where
+/// the directory must not matter (the digest, the lock file).
+fn base_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
+}
 
 impl Manifest {
     /// Load, validate and compile every `*.toml` file of `dir`, in file-name order.
