@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::manifest::drift::{self, Drift, Lock, Report};
 use crate::manifest::{
-    is_header_name, is_token, Diagnostic, HeaderSource, LoadError, Manifest, RequestParts, Severity,
+    is_header_name, is_token, Diagnostic, HeaderSource, Manifest, RequestParts, Severity,
 };
 
 pub const EXIT_OK: i32 = 0;
@@ -54,11 +54,19 @@ fn output_failed(e: io::Error) -> i32 {
     EXIT_FAILED
 }
 
-/// `fleetgate routes check DIR [--deny-warnings]`.
-pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
+/// Write `text` to stdout and return `code`, or the exit code for an output error.
+fn print_stdout(text: &str, code: i32) -> i32 {
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let (code, result) = match Manifest::load_dir(dir) {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) => output_failed(e),
+    }
+}
+
+/// `fleetgate routes check DIR [--deny-warnings]`.
+pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
+    let (code, text) = match Manifest::load_dir(dir) {
         Ok(m) => {
             let warnings = m.warnings().len();
             let denied = deny_warnings && warnings > 0;
@@ -80,10 +88,7 @@ pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
                     format!(" (digest {})", &m.digest()[..12.min(m.digest().len())])
                 },
             );
-            (
-                if denied { EXIT_FAILED } else { EXIT_OK },
-                out.write_all(text.as_bytes()),
-            )
+            (if denied { EXIT_FAILED } else { EXIT_OK }, text)
         }
         Err(e) => {
             let mut text = String::new();
@@ -97,26 +102,26 @@ pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
                 plural(count(&e.diagnostics, Severity::Error), "error"),
                 plural(count(&e.diagnostics, Severity::Warning), "warning"),
             );
-            (EXIT_FAILED, out.write_all(text.as_bytes()))
+            (EXIT_FAILED, text)
         }
     };
-    match result.and_then(|()| out.flush()) {
-        Ok(()) => code,
-        Err(e) => output_failed(e),
-    }
+    print_stdout(&text, code)
 }
 
-/// Print a manifest that failed to load on stderr (for `classify` and `drift`).
-fn report_load_error(dir: &Path, e: &LoadError) -> i32 {
-    for d in &e.diagnostics {
-        eprintln!("{d}");
-    }
-    eprintln!(
-        "fleetgate: the manifest in {} does not load ({})",
-        dir.display(),
-        plural(count(&e.diagnostics, Severity::Error), "error")
-    );
-    EXIT_CONFIG
+/// Load the manifest for `classify` and `drift`; one that does not load is printed on
+/// stderr and is a configuration error.
+fn load(dir: &Path) -> Result<Manifest, i32> {
+    Manifest::load_dir(dir).map_err(|e| {
+        for d in &e.diagnostics {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "fleetgate: the manifest in {} does not load ({})",
+            dir.display(),
+            plural(count(&e.diagnostics, Severity::Error), "error")
+        );
+        EXIT_CONFIG
+    })
 }
 
 /// Parse a `-H 'Name: value'` argument; the name must be a valid header name.
@@ -253,9 +258,9 @@ fn rejected_json(method: &str, target: &str, error: &str) -> String {
 
 /// `fleetgate routes classify`.
 pub fn classify(args: ClassifyArgs<'_>) -> i32 {
-    let m = match Manifest::load_dir(args.routes) {
+    let m = match load(args.routes) {
         Ok(m) => m,
-        Err(e) => return report_load_error(args.routes, &e),
+        Err(code) => return code,
     };
     match args.input {
         ClassifyInput::One { method, target } => {
@@ -267,12 +272,7 @@ pub fn classify(args: ClassifyArgs<'_>) -> i32 {
                     return EXIT_FAILED;
                 }
             };
-            let stdout = io::stdout();
-            let mut out = stdout.lock();
-            match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                Ok(()) => code,
-                Err(e) => output_failed(e),
-            }
+            print_stdout(&format!("{line}\n"), code)
         }
         ClassifyInput::Batch(file) => classify_batch(&m, file, args.headers),
     }
@@ -352,26 +352,34 @@ pub struct DriftArgs<'a> {
     pub format: DriftFormat,
 }
 
+/// Read a `drift` input file; one that cannot be read is a configuration error.
+fn read_input(path: &Path, name: &str, what: &str) -> Result<String, i32> {
+    fs::read_to_string(path).map_err(|e| {
+        eprintln!("{name}: error: cannot read {what}: {e}");
+        EXIT_CONFIG
+    })
+}
+
+/// A malformed `drift` input: its diagnostic on stderr, a configuration error.
+fn input_error(d: Diagnostic) -> i32 {
+    eprintln!("{d}");
+    EXIT_CONFIG
+}
+
 /// `fleetgate routes drift`.
 pub fn drift(args: DriftArgs<'_>) -> i32 {
-    let m = match Manifest::load_dir(args.routes) {
+    let m = match load(args.routes) {
         Ok(m) => m,
-        Err(e) => return report_load_error(args.routes, &e),
+        Err(code) => return code,
     };
     let app_name = args.app_routes.display().to_string();
-    let app_text = match fs::read_to_string(args.app_routes) {
+    let app_text = match read_input(args.app_routes, &app_name, "the application's routes") {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("{app_name}: error: cannot read the application's routes: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
     let routes = match drift::parse_app_routes(&app_name, &app_text) {
         Ok(r) => r,
-        Err(d) => {
-            eprintln!("{d}");
-            return EXIT_CONFIG;
-        }
+        Err(d) => return input_error(d),
     };
 
     let lock_path: PathBuf = args
@@ -382,19 +390,13 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
     let lock = if args.update {
         None
     } else if lock_path.exists() {
-        let text = match fs::read_to_string(&lock_path) {
+        let text = match read_input(&lock_path, &lock_name, "the lock file") {
             Ok(t) => t,
-            Err(e) => {
-                eprintln!("{lock_name}: error: cannot read the lock file: {e}");
-                return EXIT_CONFIG;
-            }
+            Err(code) => return code,
         };
         match Lock::parse(&lock_name, &text) {
             Ok(l) => Some(l),
-            Err(d) => {
-                eprintln!("{d}");
-                return EXIT_CONFIG;
-            }
+            Err(d) => return input_error(d),
         }
     } else if args.lock.is_some() {
         eprintln!(
@@ -434,13 +436,12 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
         }
         DriftFormat::Junit => drift_junit(&ctx, &result),
     };
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) if result.report.is_clean() => EXIT_OK,
-        Ok(()) => EXIT_FAILED,
-        Err(e) => output_failed(e),
-    }
+    let code = if result.report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    };
+    print_stdout(&text, code)
 }
 
 struct DriftContext<'a> {
