@@ -477,18 +477,7 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
         Methods::Any => "GET",
         Methods::List(l) => l.first()?.as_str(),
     };
-    let mut path = String::new();
-    for seg in &rule.segments {
-        path.push('/');
-        match seg {
-            Segment::Literal(l) => path.push_str(l),
-            Segment::Param(_) => path.push('p'),
-            Segment::Rest(_) => path.push_str("r/s"),
-        }
-    }
-    if path.is_empty() {
-        path.push('/');
-    }
+    let path = example_path(&rule.segments);
     let lenient = NormalizeOptions {
         allow_encoded_slash: true,
     };
@@ -501,23 +490,29 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
     Some((method, path))
 }
 
+/// A path the pattern matches: its literals, `p` for each `{param}`, `r/s` for `{*rest}`.
+fn example_path(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for seg in segments {
+        path.push('/');
+        path.push_str(match seg {
+            Segment::Literal(l) => l,
+            Segment::Param(_) => "p",
+            Segment::Rest(_) => "r/s",
+        });
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
 /// Requests derived from every rule (with their conditions dropped), also reached through
 /// every alias, for comparing two manifests.
 fn probes(m: &Manifest) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for rule in m.rules() {
-        let mut path = String::new();
-        for seg in &rule.segments {
-            path.push('/');
-            path.push_str(match seg {
-                Segment::Literal(l) => l,
-                Segment::Param(_) => "p",
-                Segment::Rest(_) => "r/s",
-            });
-        }
-        if path.is_empty() {
-            path.push('/');
-        }
+        let path = example_path(&rule.segments);
         for method in rule.methods.names() {
             let method = if method == "*" { "DELETE" } else { method };
             out.push((method.to_string(), path.clone()));
