@@ -6,8 +6,6 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzz_support;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
@@ -15,4 +13,6 @@ pub mod path;
 pub mod proxy;
 pub mod routes_cmd;
 pub mod server;
+#[cfg(any(test, fuzzing))]
+pub mod testing;
 pub mod tls;

@@ -358,7 +358,7 @@ pub(super) fn trim_trailing_slash(path: &str) -> &str {
 }
 
 /// Do all of the rule's `when` conditions hold for this request?
-pub(super) fn when_holds(rule: &Rule, req: &RequestParts<'_>) -> bool {
+pub(crate) fn when_holds(rule: &Rule, req: &RequestParts<'_>) -> bool {
     rule.when
         .header
         .iter()

@@ -12,8 +12,6 @@ pub mod compile;
 pub mod drift;
 pub mod load;
 pub mod pattern;
-#[doc(hidden)]
-pub mod reference;
 
 use std::fmt;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), shared with the seed-corpus
-//! replay test (`tests/fuzz_seeds.rs`) and the path property tests.
+//! replay test (`seeds`), the classifier property tests (`props`) and the path property
+//! tests.
 //!
 //! Each entry point takes the fuzzer's raw bytes, runs one library function on them and
 //! asserts its invariants. It panics only when an invariant is broken (that is the bug
@@ -19,11 +20,12 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
+use super::reference;
 use crate::manifest::classify::NoHeaders;
 use crate::manifest::compile::specificity;
 use crate::manifest::pattern::{self, Segment};
 use crate::manifest::{
-    is_token, reference, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
+    is_token, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
 };
 use crate::path::{self, NormalizeOptions, PathError};
 
