@@ -104,7 +104,7 @@ fn ends_as_directory(input: &str) -> bool {
     )
 }
 
-/// Assert the canonical-form rules of DESIGN.md §6 on a normalizer output.
+/// Assert the canonical-form rules ([`crate::path`]) on a normalizer output.
 pub fn assert_canonical_path(out: &str, opts: NormalizeOptions) {
     let b = out.as_bytes();
     assert_eq!(b.first(), Some(&b'/'), "must start with '/': {out:?}");
