@@ -24,8 +24,6 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
-#[doc(hidden)]
-pub mod fuzz_support;
 pub mod health;
 pub mod logging;
 pub mod manifest;
@@ -36,5 +34,7 @@ pub mod reload;
 pub mod routes_cmd;
 pub mod server;
 pub mod state;
+#[cfg(any(test, fuzzing))]
+pub mod testing;
 pub mod tls;
 pub mod upstream;

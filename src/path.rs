@@ -508,13 +508,13 @@ mod tests {
         // rule, and that the default options only differ by rejecting encoded slashes.
         #[test]
         fn properties_on_pathish_strings(input in pathish()) {
-            crate::fuzz_support::check_normalize(&input);
+            crate::testing::fuzz::check_normalize(&input);
         }
 
         #[test]
         fn properties_on_arbitrary_strings(input in any::<String>()) {
-            crate::fuzz_support::check_normalize(&input);
-            crate::fuzz_support::check_normalize(&format!("/{input}"));
+            crate::testing::fuzz::check_normalize(&input);
+            crate::testing::fuzz::check_normalize(&format!("/{input}"));
         }
     }
 }

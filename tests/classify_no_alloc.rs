@@ -1,6 +1,7 @@
 //! Classification never allocates: a counting global allocator watches this thread
 //! while the shipped manifest classifies a mix of requests (rules with tenants, `when`
-//! conditions, aliases, carve-outs, the default class, and paths that die early).
+//! conditions, aliases, carve-outs, the default class, and paths that die early) and
+//! resolves each decision's tenant span.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -53,6 +54,7 @@ fn classification_does_not_allocate() {
         ("BREW", "/api/acme/threads", None),
     ];
     let mut matched = 0;
+    let mut tenants = 0;
     let before = allocations();
     for _ in 0..100 {
         for (method, path, query) in &requests {
@@ -63,12 +65,17 @@ fn classification_does_not_allocate() {
                     query: *query,
                     headers: if with_headers { &headers } else { &NoHeaders },
                 };
-                matched += manifest.classify(&req).rule.is_some() as usize;
+                let d = manifest.classify(&req);
+                matched += d.rule.is_some() as usize;
+                tenants += d
+                    .tenant_at
+                    .and_then(|at| manifest.tenant_text(at, path))
+                    .is_some() as usize;
             }
         }
     }
     let after = allocations();
-    assert!(matched > 0);
+    assert!(matched > 0 && tenants > 0);
     assert_eq!(
         after - before,
         0,

@@ -313,6 +313,30 @@ fn classify_json_has_exactly_the_documented_fields() {
 }
 
 #[test]
+fn classify_reads_the_tenant_after_alias_rewriting() {
+    let dir = scratch("tenant-alias");
+    let aliases = "[manifest]\naliases = [{ from = \"/v1\", to = \"/api\" }, { from = \"/try\", to = \"/api/playground\" }]\n";
+    let routes = manifest(&dir, &[("00-aliases.toml", aliases), ("10-ws.toml", WS)]);
+    let tenant = |target: &str| {
+        let o = fleetgate(&[
+            "routes",
+            "classify",
+            "--routes",
+            s(&routes),
+            "--json",
+            "GET",
+            target,
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        json(&stdout(&o))["tenant"].clone()
+    };
+    // From the request's own text after the alias, and from the alias's `to`.
+    assert_eq!(tenant("/v1/acme/git/log"), "acme");
+    assert_eq!(tenant("/try/git/log/"), "playground");
+    assert_eq!(tenant("/api/acme/git/log"), "acme");
+}
+
+#[test]
 fn classify_rejects_bad_targets_and_methods_with_exit_1() {
     let o = fleetgate(&[
         "routes", "classify", "--routes", ACCEPTANCE, "--json", "GET", "/a/%2F/b",

@@ -1,9 +1,10 @@
 //! Fuzz target `normalize_path`: the body (and its invariants) lives in
-//! `fleetgate::fuzz_support::normalize_path`, which tests/fuzz_seeds.rs also runs on the seed corpus.
+//! `fleetgate::testing::fuzz::normalize_path` (src/testing/fuzz.rs), which `cargo test` also runs
+//! on the seed corpus (src/testing/seeds.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    fleetgate::fuzz_support::normalize_path(data);
+    fleetgate::testing::fuzz::normalize_path(data);
 });

@@ -1,9 +1,10 @@
 //! Fuzz target `parse_pattern`: the body (and its invariants) lives in
-//! `fleetgate::fuzz_support::parse_pattern`, which tests/fuzz_seeds.rs also runs on the seed corpus.
+//! `fleetgate::testing::fuzz::parse_pattern` (src/testing/fuzz.rs), which `cargo test` also runs
+//! on the seed corpus (src/testing/seeds.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    fleetgate::fuzz_support::parse_pattern(data);
+    fleetgate::testing::fuzz::parse_pattern(data);
 });

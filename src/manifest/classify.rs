@@ -7,7 +7,7 @@ use regex_automata::dfa::Automaton;
 use regex_automata::util::primitives::StateID;
 
 use super::compile::{Dfa, PatternInfo, COMMON_METHODS};
-use super::{Class, Condition, Manifest, Rule};
+use super::{Class, Manifest, Rule};
 
 /// Header lookup for `[rule.when] header = {…}` conditions.
 pub trait HeaderSource {
@@ -63,16 +63,22 @@ pub struct Decision<'a> {
     pub rule: Option<&'a Rule>,
     /// Index of the winning rule in [`Manifest::rules`].
     pub rule_index: Option<usize>,
-    /// The value of the rule's `tenant` parameter in this request's path.
+    /// The value of the rule's `tenant` parameter in this request's path (after alias
+    /// rewriting: it may come from an alias's `to`).
     pub tenant: Option<&'a str>,
+    /// Where `tenant` is, as a span of the classified path or of an alias's `to`
+    /// (resolve it with [`Manifest::tenant_text`]); `Some` exactly when `tenant` is.
+    pub tenant_at: Option<TenantAt>,
 }
 
-/// Two decisions are equal when they name the same rule (by index) and tenant.
+/// Two decisions are equal when they name the same rule (by index) and tenant (text and
+/// span).
 impl PartialEq for Decision<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.class == other.class
             && self.rule_index == other.rule_index
             && self.tenant == other.tenant
+            && self.tenant_at == other.tenant_at
     }
 }
 
@@ -82,6 +88,23 @@ impl Decision<'_> {
     pub fn is_default(&self) -> bool {
         self.rule.is_none()
     }
+}
+
+/// The text a [`TenantAt`] span is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSource {
+    /// The normalized request path that was classified.
+    Path,
+    /// `Manifest::aliases()[i].to`: the tenant segment was put there by the alias.
+    Alias(u16),
+}
+
+/// Where a decision's tenant is: bytes `start..end` of its [`TenantSource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantAt {
+    pub source: TenantSource,
+    pub start: u32,
+    pub end: u32,
 }
 
 impl Manifest {
@@ -94,7 +117,8 @@ impl Manifest {
             // to spell out part of the canonical `METHOD path` string.
             return self.default_decision();
         }
-        let (prefix, rest) = self.rewrite(trim_trailing_slash(req.path));
+        let path = self.rewrite(req.path);
+        let (prefix, rest) = (path.prefix, path.rest);
         // Most requests carry a common method whose `"METHOD "` prefix was walked at
         // compile time; others walk it here.
         let (state, input) = match COMMON_METHODS.iter().position(|m| *m == req.method) {
@@ -121,13 +145,15 @@ impl Manifest {
             Some(pid) => {
                 let info = self.patterns[pid];
                 let index = info.rule as usize;
+                let tenant = (info.tenant_segment != PatternInfo::NO_TENANT)
+                    .then(|| path.segment(usize::from(info.tenant_segment)))
+                    .flatten();
                 Decision {
                     class: info.class,
                     rule: Some(&self.rules[index]),
                     rule_index: Some(index),
-                    tenant: (info.tenant_segment != PatternInfo::NO_TENANT)
-                        .then(|| nth_segment(prefix, rest, usize::from(info.tenant_segment)))
-                        .flatten(),
+                    tenant: tenant.map(|(text, _)| text),
+                    tenant_at: tenant.map(|(_, at)| at),
                 }
             }
         }
@@ -139,7 +165,19 @@ impl Manifest {
             rule: None,
             rule_index: None,
             tenant: None,
+            tenant_at: None,
         }
+    }
+
+    /// The text of a decision's [`TenantAt`]: a slice of `path`, the normalized request
+    /// path that was classified, or of the alias's `to`. `None` when the span is not
+    /// inside that text.
+    pub fn tenant_text<'a>(&'a self, at: TenantAt, path: &'a str) -> Option<&'a str> {
+        let text = match at.source {
+            TenantSource::Path => path,
+            TenantSource::Alias(i) => self.aliases.get(usize::from(i))?.to.as_str(),
+        };
+        text.get(at.start as usize..at.end as usize)
     }
 
     /// Walk the DFA over the concatenated input; return the most specific matching
@@ -199,27 +237,115 @@ impl Manifest {
         best
     }
 
-    /// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
-    /// (aliases are kept longest first); the result is `prefix + rest` without building
-    /// a new string.
-    pub(super) fn rewrite<'a>(&'a self, path: &'a str) -> (&'a str, &'a str) {
-        for alias in &self.aliases {
-            if let Some(rest) = path.strip_prefix(alias.from.as_str()) {
-                if rest.is_empty() {
-                    return (alias.to.as_str(), "");
-                }
-                if rest.starts_with('/') {
-                    let to = if alias.to == "/" {
-                        ""
-                    } else {
-                        alias.to.as_str()
-                    };
-                    return (to, rest);
-                }
+    /// The path as the matcher sees it: a trailing slash dropped, then the alias with the
+    /// longest `from` that is a whole-segment prefix applied (aliases are kept longest
+    /// first). The result is `prefix + rest` without building a new string.
+    #[inline]
+    pub fn rewrite<'a>(&'a self, path: &'a str) -> Rewritten<'a> {
+        let path = trim_trailing_slash(path);
+        for (i, alias) in self.aliases.iter().enumerate() {
+            if let Some(rest) = alias.strip_from(path) {
+                // Fits: `compile` accepts at most `MAX_ALIASES` aliases.
+                let i = i as u16;
+                // `to = "/"` followed by more segments contributes nothing of its own.
+                let prefix = if rest.is_empty() || alias.to != "/" {
+                    alias.to.as_str()
+                } else {
+                    ""
+                };
+                return Rewritten {
+                    alias: Some(i),
+                    prefix,
+                    rest,
+                    rest_at: alias.from.len(),
+                };
             }
         }
-        ("", path)
+        Rewritten {
+            alias: None,
+            prefix: "",
+            rest: path,
+            rest_at: 0,
+        }
     }
+}
+
+/// A request path as the matcher sees it (see [`Manifest::rewrite`]): `prefix` followed
+/// by `rest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten<'a> {
+    /// The alias applied, as an index into [`Manifest::aliases`].
+    pub alias: Option<u16>,
+    /// The applied alias's `to` (empty when that is `/` and more segments follow), or
+    /// empty without an alias: byte offsets into `prefix` are offsets into `to`.
+    pub prefix: &'a str,
+    /// The rest of the path: what follows the alias's `from`, or the whole path; without
+    /// its trailing slash.
+    pub rest: &'a str,
+    /// Where `rest` begins in the path given to [`Manifest::rewrite`].
+    pub rest_at: usize,
+}
+
+impl<'a> Rewritten<'a> {
+    /// The non-empty segments of `prefix + rest`, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &'a str> {
+        let (prefix, rest) = (self.prefix, self.rest);
+        prefix
+            .split('/')
+            .chain(rest.split('/'))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The `k`-th (0-based) non-empty segment of `prefix + rest` and where it is: in the
+    /// alias's `to`, or in the path given to [`Manifest::rewrite`] (`None` also when its
+    /// offsets there do not fit in `u32`).
+    pub fn segment(&self, mut k: usize) -> Option<(&'a str, TenantAt)> {
+        if let Some(i) = self.alias {
+            if let Some((start, end)) = find_segment(self.prefix, &mut k) {
+                return located(self.prefix, start, end, TenantSource::Alias(i), 0);
+            }
+        }
+        let (start, end) = find_segment(self.rest, &mut k)?;
+        located(self.rest, start, end, TenantSource::Path, self.rest_at)
+    }
+}
+
+/// The span of the `k`-th non-empty segment of `part`; otherwise `k` less the number of
+/// segments `part` has.
+fn find_segment(part: &str, k: &mut usize) -> Option<(usize, usize)> {
+    let bytes = part.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'/' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'/' {
+            i += 1;
+        }
+        if *k == 0 {
+            return Some((start, i));
+        }
+        *k -= 1;
+    }
+    None
+}
+
+/// `part[start..end]`, with its span in `source`, where `part` begins at byte `base`.
+fn located(
+    part: &str,
+    start: usize,
+    end: usize,
+    source: TenantSource,
+    base: usize,
+) -> Option<(&str, TenantAt)> {
+    let at = TenantAt {
+        source,
+        start: u32::try_from(base + start).ok()?,
+        end: u32::try_from(base + end).ok()?,
+    };
+    Some((&part[start..end], at))
 }
 
 /// `/a/b/` -> `/a/b`; `/` stays `/`.
@@ -231,42 +357,15 @@ pub(super) fn trim_trailing_slash(path: &str) -> &str {
     }
 }
 
-/// The `k`-th (0-based) non-empty segment of `prefix + rest`.
-pub(super) fn nth_segment<'a>(prefix: &'a str, rest: &'a str, mut k: usize) -> Option<&'a str> {
-    for part in [prefix, rest] {
-        let bytes = part.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'/' {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < bytes.len() && bytes[i] != b'/' {
-                i += 1;
-            }
-            if k == 0 {
-                return Some(&part[start..i]);
-            }
-            k -= 1;
-        }
-    }
-    None
-}
-
 /// Do all of the rule's `when` conditions hold for this request?
-pub(super) fn when_holds(rule: &Rule, req: &RequestParts<'_>) -> bool {
+pub(crate) fn when_holds(rule: &Rule, req: &RequestParts<'_>) -> bool {
     rule.when
         .header
         .iter()
         .all(|(name, cond)| cond.holds(req.headers.header(name)))
         && rule.when.query.iter().all(|(name, cond)| {
-            let value = req.query.and_then(|q| query_value(q, name));
-            match (cond, value) {
-                (Condition::Present, Some(v)) => !v.is_empty(),
-                (Condition::Equals(want), Some(v)) => decoded_eq(v, want),
-                (_, None) => false,
-            }
+            // Query values are compared decoded.
+            cond.holds_with(req.query.and_then(|q| query_value(q, name)), decoded_eq)
         })
 }
 
@@ -448,6 +547,138 @@ why = "the ide's landing page"
         assert_eq!(with(None, headers), None);
     }
 
+    const TENANTS: &str = r#"
+[manifest]
+aliases = [
+    { from = "/v2", to = "/api" },
+    { from = "/shared", to = "/api/team" },
+    { from = "/top", to = "/" },
+    { from = "/old", to = "/o9" },
+]
+
+[[rule]]
+path = "/api/{ws}/files/{*path}"
+class = "ide-only"
+why = "working copy"
+tenant = "ws"
+
+[[rule]]
+path = "/api/{ws}"
+class = "fleet-ok"
+why = "workspace row"
+tenant = "ws"
+
+[[rule]]
+path = "/{org}/x"
+class = "fleet-ok"
+why = "org row"
+tenant = "org"
+"#;
+
+    /// Classify `path`; check that `tenant_at` resolves to `tenant` and return both.
+    fn tenant_of<'a>(m: &'a Manifest, path: &'a str) -> (Option<&'a str>, Option<TenantAt>) {
+        let d = classify(m, "GET", path);
+        assert_eq!(d.tenant_at.is_some(), d.tenant.is_some(), "{path}");
+        if let Some(at) = d.tenant_at {
+            assert_eq!(m.tenant_text(at, path), d.tenant, "{path}: {at:?}");
+        }
+        (d.tenant, d.tenant_at)
+    }
+
+    fn at(source: TenantSource, start: u32, end: u32) -> Option<TenantAt> {
+        Some(TenantAt { source, start, end })
+    }
+
+    fn alias_index(m: &Manifest, from: &str) -> TenantSource {
+        let i = m.aliases().iter().position(|a| a.from == from).unwrap();
+        TenantSource::Alias(i as u16)
+    }
+
+    #[test]
+    fn tenant_without_an_alias_is_a_span_of_the_path() {
+        let m = Manifest::from_sources(&[("t.toml".into(), TENANTS.into())]).unwrap();
+        assert_eq!(
+            tenant_of(&m, "/api/w1/files/a"),
+            (Some("w1"), at(TenantSource::Path, 5, 7))
+        );
+        assert_eq!(
+            tenant_of(&m, "/o1/x"),
+            (Some("o1"), at(TenantSource::Path, 1, 3))
+        );
+        assert_eq!(tenant_of(&m, "/nothing/here"), (None, None));
+    }
+
+    #[test]
+    fn tenant_after_an_alias_is_a_span_of_the_request_path() {
+        let m = Manifest::from_sources(&[("t.toml".into(), TENANTS.into())]).unwrap();
+        // `/v2/w9/files/x` is classified as `/api/w9/files/x`: the tenant is where the
+        // request has it, not where the rewritten path would.
+        assert_eq!(
+            tenant_of(&m, "/v2/w9/files/x"),
+            (Some("w9"), at(TenantSource::Path, 4, 6))
+        );
+        // `to = "/"` adds no segment: `/top/o2/x` is `/o2/x`.
+        assert_eq!(
+            tenant_of(&m, "/top/o2/x"),
+            (Some("o2"), at(TenantSource::Path, 5, 7))
+        );
+    }
+
+    #[test]
+    fn tenant_inside_an_alias_replacement_is_a_span_of_its_to() {
+        let m = Manifest::from_sources(&[("t.toml".into(), TENANTS.into())]).unwrap();
+        let shared = alias_index(&m, "/shared");
+        // `/shared/files/x` is `/api/team/files/x`: "team" is only in the alias.
+        assert_eq!(
+            tenant_of(&m, "/shared/files/x"),
+            (Some("team"), at(shared, 5, 9))
+        );
+        assert_eq!(tenant_of(&m, "/shared"), (Some("team"), at(shared, 5, 9)));
+        // `/old/x` is `/o9/x`.
+        assert_eq!(
+            tenant_of(&m, "/old/x"),
+            (Some("o9"), at(alias_index(&m, "/old"), 1, 3))
+        );
+    }
+
+    #[test]
+    fn tenant_with_a_trailing_slash() {
+        let m = Manifest::from_sources(&[("t.toml".into(), TENANTS.into())]).unwrap();
+        assert_eq!(
+            tenant_of(&m, "/api/w1/"),
+            (Some("w1"), at(TenantSource::Path, 5, 7))
+        );
+        assert_eq!(
+            tenant_of(&m, "/v2/w9/"),
+            (Some("w9"), at(TenantSource::Path, 4, 6))
+        );
+        assert_eq!(
+            tenant_of(&m, "/shared/"),
+            (Some("team"), at(alias_index(&m, "/shared"), 5, 9))
+        );
+    }
+
+    #[test]
+    fn tenant_text_outside_its_source_is_none() {
+        let m = Manifest::from_sources(&[("t.toml".into(), TENANTS.into())]).unwrap();
+        let span = |source, start, end| TenantAt { source, start, end };
+        assert_eq!(m.tenant_text(span(TenantSource::Path, 5, 7), "/api"), None);
+        assert_eq!(
+            m.tenant_text(span(TenantSource::Path, 3, 2), "/api/w1"),
+            None
+        );
+        assert_eq!(
+            m.tenant_text(span(TenantSource::Alias(9), 0, 1), "/a"),
+            None
+        );
+        assert_eq!(
+            m.tenant_text(span(alias_index(&m, "/shared"), 5, 10), "/a"),
+            None
+        );
+        // Not on a character boundary.
+        assert_eq!(m.tenant_text(span(TenantSource::Path, 1, 2), "/é"), None);
+    }
+
     #[test]
     fn decoded_query_comparison() {
         assert!(decoded_eq("a+b%20c", "a b c"));
@@ -456,5 +687,108 @@ why = "the ide's landing page"
         assert!(!decoded_eq("ab", "abc"));
         assert_eq!(query_value("x=1&y&z=3", "y"), Some(""));
         assert_eq!(query_value("x=1", "y"), None);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const WORDS: [&str; 3] = ["a", "b", "t"];
+
+        fn words(range: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(&WORDS[..]), range)
+                .prop_map(|w| format!("/{}", w.join("/")))
+        }
+
+        /// Aliases over a small alphabet (`to` may be `/`) and rules whose first parameter
+        /// is the tenant; all rules have one class, so no manifest is ambiguous.
+        fn manifest() -> impl Strategy<Value = String> {
+            let aliases = prop::collection::vec((words(1..3), words(0..3)), 0..4);
+            let rules =
+                prop::collection::vec((prop::collection::vec(0u8..4, 1..4), any::<bool>()), 1..6);
+            (aliases, rules).prop_map(|(aliases, rules)| {
+                let mut text = String::from("[manifest]\naliases = [");
+                let mut seen = Vec::new();
+                for (from, to) in aliases {
+                    if !seen.contains(&from) {
+                        text.push_str(&format!("{{ from = {from:?}, to = {to:?} }},"));
+                        seen.push(from);
+                    }
+                }
+                text.push_str("]\n");
+                for (segments, rest) in rules {
+                    let mut path = String::new();
+                    let mut tenant = None;
+                    for (i, s) in segments.iter().enumerate() {
+                        match WORDS.get(usize::from(*s)) {
+                            Some(w) => path.push_str(&format!("/{w}")),
+                            None => {
+                                path.push_str(&format!("/{{p{i}}}"));
+                                tenant.get_or_insert(i);
+                            }
+                        }
+                    }
+                    if rest {
+                        path.push_str("/{*rest}");
+                    }
+                    text.push_str(&format!(
+                        "[[rule]]\npath = {path:?}\nclass = \"ide-only\"\nwhy = \"x\"\n"
+                    ));
+                    if let Some(i) = tenant {
+                        text.push_str(&format!("tenant = \"p{i}\"\n"));
+                    }
+                }
+                text
+            })
+        }
+
+        fn request_path() -> impl Strategy<Value = String> {
+            (
+                prop::collection::vec(prop::sample::select(vec!["a", "b", "t", "xy"]), 0..6),
+                any::<bool>(),
+            )
+                .prop_map(|(segs, slash)| {
+                    let mut p: String = segs.iter().map(|s| format!("/{s}")).collect();
+                    if p.is_empty() || slash {
+                        p.push('/');
+                    }
+                    p
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// `tenant_text(tenant_at, path)` is the tenant, and the span is a whole
+            /// segment of the request path or of the applied alias's `to`.
+            #[test]
+            fn tenant_at_resolves_to_the_tenant(
+                text in manifest(),
+                paths in prop::collection::vec(request_path(), 1..12),
+            ) {
+                let m = Manifest::from_sources(&[("p.toml".into(), text.clone())])
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                for path in &paths {
+                    let d = classify(&m, "GET", path);
+                    prop_assert_eq!(d.tenant_at.is_some(), d.tenant.is_some());
+                    let Some(at) = d.tenant_at else { continue };
+                    prop_assert_eq!(m.tenant_text(at, path), d.tenant, "{} {:?}\n{}", path, at, text);
+                    // The tenant is segment k of the rewritten path.
+                    let k = d.rule.and_then(|r| r.tenant_segment);
+                    let rewritten = m.rewrite(path);
+                    prop_assert_eq!(k.and_then(|k| rewritten.segments().nth(k)), d.tenant);
+                    let whole = match at.source {
+                        TenantSource::Path => path.as_str(),
+                        TenantSource::Alias(i) => {
+                            prop_assert_eq!(rewritten.alias, Some(i));
+                            m.aliases()[usize::from(i)].to.as_str()
+                        }
+                    };
+                    let (start, end) = (at.start as usize, at.end as usize);
+                    prop_assert!(start > 0 && whole.as_bytes()[start - 1] == b'/');
+                    prop_assert!(end == whole.len() || whole.as_bytes()[end] == b'/');
+                }
+            }
+        }
     }
 }

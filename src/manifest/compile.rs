@@ -17,12 +17,19 @@ use sha2::{Digest, Sha256};
 
 use super::load::ParsedManifest;
 use super::pattern::Segment;
-use super::{Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When};
+use super::{
+    base_name, first_file, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity,
+    When,
+};
 
 /// Above this size the dense transition table no longer fits a core's L2 cache and a
 /// request's walk turns into a chain of cache misses; the sparse encoding of the same
 /// DFA is 10-15x smaller, so it wins from there on (see benches/classify.rs).
 const DENSE_LIMIT_BYTES: usize = 2 << 20;
+
+/// At most this many aliases: a decision names the alias a tenant came from by a `u16`
+/// index ([`super::TenantSource::Alias`]).
+pub const MAX_ALIASES: usize = 1 << 16;
 
 /// Upper bound on the memory the DFA construction may use.
 const AUTOMATON_LIMIT_BYTES: usize = 512 << 20;
@@ -176,18 +183,6 @@ pub fn precedence(rules: &[Rule], a: usize, b: usize) -> Ordering {
     specificity(&rules[b], &rules[a]).then(a.cmp(&b))
 }
 
-/// Can one request carry a method that both method sets accept?
-fn methods_intersect(a: &Methods, b: &Methods) -> bool {
-    match (a, b) {
-        (Methods::Any, _) | (_, Methods::Any) => true,
-        (Methods::List(x), Methods::List(y)) => x.iter().any(|m| {
-            b.matches(m)
-                || (m == "GET" && b.matches("HEAD"))
-                || y.iter().any(|n| n == "GET" && m == "HEAD")
-        }),
-    }
-}
-
 /// Does every request method accepted by `b` also match `a`?
 fn methods_cover(a: &Methods, b: &Methods) -> bool {
     match (a, b) {
@@ -283,11 +278,7 @@ fn escape_into(text: &str, re: &mut String) {
 fn digest_of(sources: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     for (name, text) in sources {
-        let base = std::path::Path::new(name)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name.clone());
-        h.update(base.as_bytes());
+        h.update(base_name(name).as_bytes());
         h.update([0]);
         h.update(text.as_bytes());
         h.update([0]);
@@ -307,6 +298,17 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         rules,
         sources,
     } = parsed;
+    if aliases.len() > MAX_ALIASES {
+        return Err(Diagnostic::error(
+            first_file(&sources),
+            0,
+            format!(
+                "{} aliases; a manifest may have at most {MAX_ALIASES}",
+                aliases.len()
+            ),
+        )
+        .into());
+    }
     let mut diagnostics = check_overlaps(&rules);
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return Err(LoadError { diagnostics });
@@ -339,13 +341,12 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false).shrink(false))
         .build_many(&regexes);
-    let fail = |e: &dyn std::fmt::Display| LoadError {
-        diagnostics: vec![Diagnostic {
-            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-            line: 0,
-            severity: Severity::Error,
-            message: format!("cannot compile the route automaton: {e}"),
-        }],
+    let fail = |e: &dyn std::fmt::Display| {
+        LoadError::from(Diagnostic::error(
+            first_file(&sources),
+            0,
+            format!("cannot compile the route automaton: {e}"),
+        ))
     };
     let dense = built.map_err(|e| fail(&e))?;
     let anchored = start::Config::new().anchored(Anchored::Yes);
@@ -392,17 +393,16 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
             for &b in &group[n + 1..] {
                 let (ra, rb) = (&rules[a], &rules[b]);
                 if specificity(ra, rb) != Ordering::Equal
-                    || !methods_intersect(&ra.methods, &rb.methods)
+                    || !ra.methods.overlaps(&rb.methods)
                     || !when_compatible(&ra.when, &rb.when)
                 {
                     continue;
                 }
                 if ra.class != rb.class {
-                    out.push(Diagnostic {
-                        file: rb.file.clone(),
-                        line: rb.line,
-                        severity: Severity::Error,
-                        message: format!(
+                    out.push(Diagnostic::error(
+                        rb.file.clone(),
+                        rb.line,
+                        format!(
                             "ambiguous rules: {} ({} {} {}) and {} ({} {} {}) can match the same request at equal specificity; make one more specific (a literal segment, an explicit method or a `when` condition)",
                             ra.location(),
                             ra.methods.names().join(","),
@@ -413,7 +413,7 @@ fn check_overlaps(rules: &[Rule]) -> Vec<Diagnostic> {
                             rb.path,
                             rb.class,
                         ),
-                    });
+                    ));
                 } else if methods_cover(&ra.methods, &rb.methods)
                     && when_implied(&ra.when, &rb.when)
                 {
@@ -504,6 +504,29 @@ mod tests {
         assert!(w
             .iter()
             .any(|d| d.starts_with("routes/a.toml:11: warning: duplicate rule: routes/a.toml:1")));
+    }
+
+    #[test]
+    fn at_most_max_aliases() {
+        use crate::manifest::load::ParsedManifest;
+        use crate::manifest::{Alias, Class};
+        let parsed = |n: usize| ParsedManifest {
+            default_class: Class::FleetOk,
+            aliases: (0..n)
+                .map(|i| Alias {
+                    from: format!("/a{i}"),
+                    to: "/b".into(),
+                })
+                .collect(),
+            rules: Vec::new(),
+            sources: vec![("a.toml".into(), String::new())],
+        };
+        assert!(super::compile(parsed(super::MAX_ALIASES)).is_ok());
+        let e = super::compile(parsed(super::MAX_ALIASES + 1)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.toml: error: 65537 aliases; a manifest may have at most 65536"
+        );
     }
 
     #[test]

@@ -23,13 +23,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::classify::NoHeaders;
 use super::pattern::{self, Segment};
-use super::{Class, Diagnostic, Manifest, Methods, RequestParts, Rule, Severity};
+use super::{base_name, is_token, Class, Diagnostic, Manifest, RequestParts, Rule};
 
 /// At most this many probes per route for the full cross product of parameter values;
 /// beyond it each parameter is varied alone, the others kept generic.
@@ -52,15 +51,6 @@ pub struct AppRoute {
     pub line: u32,
 }
 
-fn input_error(file: &str, line: u32, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_string(),
-        line,
-        severity: Severity::Error,
-        message,
-    }
-}
-
 /// Parse an application route list; the format is detected by content: a document
 /// starting with `{` is OpenAPI JSON, one with a top-level `openapi:` key is OpenAPI
 /// YAML, anything else is a `METHOD /path` list. Duplicate routes are dropped.
@@ -68,7 +58,7 @@ pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnos
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let routes = if text.trim_start().starts_with('{') {
         let doc: OpenApiDoc = serde_json::from_str(text).map_err(|e| {
-            input_error(
+            Diagnostic::error(
                 file,
                 e.line() as u32,
                 format!("expected an OpenAPI 3 document: {e}"),
@@ -78,7 +68,7 @@ pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnos
     } else if looks_like_openapi_yaml(text) {
         let doc: OpenApiDoc = serde_yaml::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
-            input_error(file, line, format!("expected an OpenAPI 3 document: {e}"))
+            Diagnostic::error(file, line, format!("expected an OpenAPI 3 document: {e}"))
         })?;
         openapi_routes(file, text, doc)?
     } else {
@@ -112,16 +102,16 @@ fn text_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnostic> {
         }
         let mut words = content.split_whitespace();
         let (Some(methods), Some(path), None) = (words.next(), words.next(), words.next()) else {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 line,
                 format!("expected 'METHOD /path' (e.g. 'GET /api/{{id}}'), found {content:?}"),
             ));
         };
-        let segments = convert_path(path, false).map_err(|m| input_error(file, line, m))?;
+        let segments = convert_path(path, false).map_err(|m| Diagnostic::error(file, line, m))?;
         let canonical = pattern::render(&segments);
         for m in methods.split(',') {
-            let method = parse_method(m).map_err(|msg| input_error(file, line, msg))?;
+            let method = parse_method(m).map_err(|msg| Diagnostic::error(file, line, msg))?;
             out.push(AppRoute {
                 method,
                 path: canonical.clone(),
@@ -151,8 +141,7 @@ fn parse_method(m: &str) -> Result<String, String> {
     if m == "*" {
         return Err("'*' is not a method; list each method the route serves".into());
     }
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if m.is_empty() || !m.bytes().all(tchar) {
+    if !is_token(m) {
         return Err(format!(
             "expected an HTTP method such as GET or POST, found {m:?}"
         ));
@@ -196,7 +185,7 @@ fn param_name(name: &str) -> String {
     }
     name.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            if u8::try_from(c).is_ok_and(pattern::is_name_byte) {
                 c
             } else {
                 '_'
@@ -321,38 +310,38 @@ fn openapi_routes(file: &str, text: &str, doc: OpenApiDoc) -> Result<Vec<AppRout
     match (&doc.openapi, &doc.swagger) {
         (Some(v), _) if v.text().starts_with('3') => {}
         (Some(v), _) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 key_line(text, "openapi"),
                 format!("'openapi' = {:?}: expected an OpenAPI 3.x document", v.text()),
             ))
         }
         (None, Some(_)) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 key_line(text, "swagger"),
-                "Swagger 2.0 is not supported: expected an OpenAPI 3 document (convert it, or list routes as 'METHOD /path' lines)".into(),
+                "Swagger 2.0 is not supported: expected an OpenAPI 3 document (convert it, or list routes as 'METHOD /path' lines)",
             ))
         }
         (None, None) => {
-            return Err(input_error(
+            return Err(Diagnostic::error(
                 file,
                 1,
-                "expected an OpenAPI 3 document with a top-level 'openapi' field, or a list of 'METHOD /path' lines".into(),
+                "expected an OpenAPI 3 document with a top-level 'openapi' field, or a list of 'METHOD /path' lines",
             ))
         }
     }
     let Some(paths) = doc.paths else {
-        return Err(input_error(
+        return Err(Diagnostic::error(
             file,
             0,
-            "OpenAPI document has no 'paths' object".into(),
+            "OpenAPI document has no 'paths' object",
         ));
     };
     let mut out = Vec::new();
     for (path, item) in paths {
         let line = key_line(text, &path);
-        let segments = convert_path(&path, true).map_err(|m| input_error(file, line, m))?;
+        let segments = convert_path(&path, true).map_err(|m| Diagnostic::error(file, line, m))?;
         let canonical = pattern::render(&segments);
         for op in item.iter().flat_map(PathItem::operations) {
             out.push(AppRoute {
@@ -382,13 +371,6 @@ fn key_line(text: &str, key: &str) -> u32 {
     0
 }
 
-/// Can a request with `method` (an app route's method) reach a rule with `methods`?
-/// The route's GET also serves HEAD, so a HEAD-only rule overlaps it.
-pub fn methods_overlap(methods: &Methods, method: &str) -> bool {
-    methods.matches(method)
-        || (method == "GET" && matches!(methods, Methods::List(l) if l.iter().any(|m| m == "HEAD")))
-}
-
 /// Can the two patterns match a common path? Literals must be equal, a `{param}`
 /// matches any one segment, a `{*rest}` one or more.
 pub fn patterns_overlap(a: &[Segment], b: &[Segment]) -> bool {
@@ -407,21 +389,17 @@ pub fn patterns_overlap(a: &[Segment], b: &[Segment]) -> bool {
     }
 }
 
-/// The route as the classifier sees it: the alias with the longest `from` that is a
-/// literal prefix of the route is applied ([`Manifest::aliases`] is ordered longest
-/// first), as [`Manifest::classify`] does for request paths.
-fn effective_segments(manifest: &Manifest, route: &[Segment]) -> Vec<Segment> {
-    for alias in manifest.aliases() {
-        let (Ok(from), Ok(to)) = (pattern::parse(&alias.from), pattern::parse(&alias.to)) else {
-            continue;
-        };
-        if route.len() >= from.len() && route[..from.len()] == from[..] {
-            let mut out = to;
-            out.extend_from_slice(&route[from.len()..]);
-            return out;
-        }
+/// The route as the classifier sees it: its pattern text goes through
+/// [`Manifest::rewrite`] like a request path (an alias's `from` is literal, so it can only
+/// replace literal segments).
+fn effective_segments(manifest: &Manifest, route: &AppRoute) -> Vec<Segment> {
+    let path = manifest.rewrite(&route.path);
+    if path.alias.is_none() {
+        return route.segments.clone();
     }
-    route.to_vec()
+    // A literal `to` followed by the tail of a valid pattern is a valid pattern.
+    pattern::parse(&format!("{}{}", path.prefix, path.rest))
+        .unwrap_or_else(|_| route.segments.clone())
 }
 
 /// A rule with no application route.
@@ -515,13 +493,13 @@ pub struct Drift {
 pub fn check(manifest: &Manifest, routes: &[AppRoute], lock: Option<&Lock>) -> Drift {
     let effective: Vec<Vec<Segment>> = routes
         .iter()
-        .map(|r| effective_segments(manifest, &r.segments))
+        .map(|r| effective_segments(manifest, r))
         .collect();
 
     let mut report = Report::default();
     for rule in manifest.rules() {
         let used = routes.iter().zip(&effective).any(|(r, eff)| {
-            methods_overlap(&rule.methods, &r.method) && patterns_overlap(&rule.segments, eff)
+            rule.methods.overlaps_method(&r.method) && patterns_overlap(&rule.segments, eff)
         });
         if !used {
             report.stale.push(Stale {
@@ -820,18 +798,18 @@ impl Lock {
             }
             let fields: Vec<&str> = content.split_whitespace().collect();
             let [method, path, class, rule] = fields[..] else {
-                return Err(input_error(
+                return Err(Diagnostic::error(
                     file,
                     line,
                     format!("expected 'METHOD PATH CLASS RULE', found {content:?}"),
                 ));
             };
-            let method = parse_method(method).map_err(|m| input_error(file, line, m))?;
+            let method = parse_method(method).map_err(|m| Diagnostic::error(file, line, m))?;
             let route = pattern::parse(path)
                 .map(|s| pattern::render(&s))
-                .map_err(|e| input_error(file, line, format!("path {path:?}: {e}")))?;
+                .map_err(|e| Diagnostic::error(file, line, format!("path {path:?}: {e}")))?;
             let class = Class::parse(class).ok_or_else(|| {
-                input_error(
+                Diagnostic::error(
                     file,
                     line,
                     format!("expected class \"ide-only\" or \"fleet-ok\", found {class:?}"),
@@ -839,7 +817,7 @@ impl Lock {
             })?;
             let key = (method.clone(), route.clone());
             if let Some(prev) = first_line.get(&key) {
-                return Err(input_error(
+                return Err(Diagnostic::error(
                     file,
                     line,
                     format!("{method} {route} is listed twice (first at line {prev})"),
@@ -897,11 +875,7 @@ pub fn render_lock(manifest: &Manifest, assessed: &[Assessment]) -> String {
 /// `file:line` with the file name only, so the lock does not depend on where the
 /// manifest directory is when the command runs.
 fn lock_rule_name(rule: &Rule) -> String {
-    let name = Path::new(&rule.file)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| rule.file.clone());
-    format!("{name}:{}", rule.line)
+    format!("{}:{}", base_name(&rule.file), rule.line)
 }
 
 #[cfg(test)]
@@ -1096,10 +1070,6 @@ paths:
         assert!(!patterns_overlap(&p("/a/{*x}"), &p("/b/{*x}")));
         assert!(patterns_overlap(&p("/"), &p("/")));
         assert!(!patterns_overlap(&p("/"), &p("/{*x}")));
-        assert!(methods_overlap(&Methods::List(vec!["HEAD".into()]), "GET"));
-        assert!(methods_overlap(&Methods::List(vec!["GET".into()]), "HEAD"));
-        assert!(!methods_overlap(&Methods::List(vec!["POST".into()]), "GET"));
-        assert!(methods_overlap(&Methods::Any, "PATCH"));
     }
 
     const MANIFEST: &str = r#"
@@ -1411,16 +1381,6 @@ why = "gone"
     /// Does a naive matcher find a concrete path (over a small alphabet) that both
     /// patterns match?
     fn witness(a: &[Segment], b: &[Segment]) -> bool {
-        fn matches(p: &[Segment], path: &[&str]) -> bool {
-            match p.first() {
-                None => path.is_empty(),
-                Some(Segment::Rest(_)) => !path.is_empty(),
-                Some(Segment::Literal(l)) => {
-                    path.first() == Some(&l.as_str()) && matches(&p[1..], &path[1..])
-                }
-                Some(Segment::Param(_)) => !path.is_empty() && matches(&p[1..], &path[1..]),
-            }
-        }
         let alphabet = ["a", "b", "c"];
         let mut paths: Vec<Vec<&str>> = vec![vec![]];
         for _ in 0..6 {
@@ -1437,7 +1397,9 @@ why = "gone"
                 }
             }
         }
-        paths.iter().any(|p| matches(a, p) && matches(b, p))
+        paths
+            .iter()
+            .any(|p| pattern::matches(a, p) && pattern::matches(b, p))
     }
 
     proptest! {

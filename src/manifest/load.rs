@@ -9,9 +9,11 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::classify::trim_trailing_slash;
 use super::pattern::{self, Segment};
 use super::{
-    Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity, When, Writes,
+    first_file, is_header_name, is_token, Alias, Class, Condition, Diagnostic, LoadError, Methods,
+    Rule, Severity, When, Writes,
 };
 
 /// The manifest as read from its files, before compilation.
@@ -73,14 +75,7 @@ struct RawWhen {
 /// Read every `*.toml` file of `dir` in file-name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let shown = dir.display().to_string();
-    let fail = |message: String| LoadError {
-        diagnostics: vec![Diagnostic {
-            file: shown.clone(),
-            line: 0,
-            severity: Severity::Error,
-            message,
-        }],
-    };
+    let fail = |message: String| LoadError::from(Diagnostic::error(shown.clone(), 0, message));
     let entries =
         fs::read_dir(dir).map_err(|e| fail(format!("cannot read manifest directory: {e}")))?;
     let mut names = Vec::new();
@@ -98,14 +93,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let mut out = Vec::with_capacity(names.len());
     for path in names {
         let name = path.display().to_string();
-        let text = fs::read_to_string(&path).map_err(|e| LoadError {
-            diagnostics: vec![Diagnostic {
-                file: name.clone(),
-                line: 0,
-                severity: Severity::Error,
-                message: format!("cannot read file: {e}"),
-            }],
-        })?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| Diagnostic::error(name.clone(), 0, format!("cannot read file: {e}")))?;
         out.push((name, text));
     }
     Ok(out)
@@ -143,12 +132,8 @@ impl FileCtx<'_> {
     }
 
     fn error(&mut self, offset: usize, message: String) {
-        self.diags.push(Diagnostic {
-            file: self.name.to_string(),
-            line: self.line_of(offset),
-            severity: Severity::Error,
-            message,
-        });
+        self.diags
+            .push(Diagnostic::error(self.name, self.line_of(offset), message));
     }
 }
 
@@ -212,8 +197,8 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
                 let a = a.into_inner();
                 match validate_alias(&a.from, &a.to) {
                     Ok(()) => aliases.push(Alias {
-                        from: trim_slash(&a.from).to_string(),
-                        to: trim_slash(&a.to).to_string(),
+                        from: trim_trailing_slash(&a.from).to_string(),
+                        to: trim_trailing_slash(&a.to).to_string(),
                     }),
                     Err(msg) => cx.error(offset, format!("key 'aliases': {msg}")),
                 }
@@ -230,12 +215,11 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
     // Two aliases with the same `from` are ambiguous.
     for (i, a) in aliases.iter().enumerate() {
         if aliases[..i].iter().any(|b| b.from == a.from) {
-            diags.push(Diagnostic {
-                file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-                line: 0,
-                severity: Severity::Error,
-                message: format!("alias from \"{}\" is defined twice", a.from),
-            });
+            diags.push(Diagnostic::error(
+                first_file(sources),
+                0,
+                format!("alias from \"{}\" is defined twice", a.from),
+            ));
         }
     }
 
@@ -257,14 +241,6 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<ParsedManifest, Loa
     })
 }
 
-fn trim_slash(p: &str) -> &str {
-    if p.len() > 1 {
-        p.strip_suffix('/').unwrap_or(p)
-    } else {
-        p
-    }
-}
-
 fn validate_alias(from: &str, to: &str) -> Result<(), String> {
     for (key, p) in [("from", from), ("to", to)] {
         let segs = pattern::parse(p).map_err(|e| format!("'{key}' = {p:?}: {e}"))?;
@@ -274,7 +250,7 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
             ));
         }
     }
-    if trim_slash(from) == "/" {
+    if trim_trailing_slash(from) == "/" {
         return Err("'from' = \"/\" would rewrite every path".into());
     }
     Ok(())
@@ -282,10 +258,7 @@ fn validate_alias(from: &str, to: &str) -> Result<(), String> {
 
 /// Is `m` an HTTP method token (RFC 9110 `token`), written in upper case?
 fn valid_method(m: &str) -> bool {
-    !m.is_empty()
-        && m.bytes().all(|b| {
-            b.is_ascii_uppercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+    is_token(m) && !m.bytes().any(|b| b.is_ascii_lowercase())
 }
 
 fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Rule> {
@@ -458,8 +431,7 @@ fn validate_rule(cx: &mut FileCtx<'_>, offset: usize, raw: RawRule) -> Option<Ru
             when.query.push((name, condition(value.into_inner())));
         }
         for (name, value) in w.header {
-            let valid = !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
-            if !valid {
+            if !is_header_name(&name) {
                 cx.error(
                     value.span().start,
                     format!("key 'when.header': {name:?} is not a valid header name"),

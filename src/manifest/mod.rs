@@ -12,15 +12,25 @@ pub mod compile;
 pub mod drift;
 pub mod load;
 pub mod pattern;
-#[doc(hidden)]
-pub mod reference;
 
 use std::fmt;
 use std::path::Path;
 
-pub use classify::{Decision, HeaderSource, RequestParts};
+pub use classify::{Decision, HeaderSource, RequestParts, Rewritten, TenantAt, TenantSource};
 pub use compile::Manifest;
 pub use pattern::Segment;
+
+/// Is `s` an RFC 9110 `token`, what an HTTP method is made of (`GET`, `M-SEARCH`)?
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Is `name` a valid HTTP header name (any case)?
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
 
 /// Where a request may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,6 +94,22 @@ impl Methods {
         matches!(self, Methods::Any)
     }
 
+    /// Can one request carry a method that both this set and a rule or route serving
+    /// `method` accept? A `GET` also serves `HEAD`, so `HEAD` and `GET` overlap either way.
+    pub fn overlaps_method(&self, method: &str) -> bool {
+        self.matches(method)
+            || (method == "GET"
+                && matches!(self, Methods::List(l) if l.iter().any(|m| m == "HEAD")))
+    }
+
+    /// Can one request carry a method that both method sets accept?
+    pub fn overlaps(&self, other: &Methods) -> bool {
+        match other {
+            Methods::Any => true,
+            Methods::List(list) => list.iter().any(|m| self.overlaps_method(m)),
+        }
+    }
+
     /// The methods as listed in the manifest (`["*"]` for any).
     pub fn names(&self) -> Vec<&str> {
         match self {
@@ -104,9 +130,19 @@ pub enum Condition {
 
 impl Condition {
     pub fn holds(&self, value: Option<&str>) -> bool {
+        self.holds_with(value, |v, want| v == want)
+    }
+
+    /// [`Condition::holds`], comparing a present value with the wanted one by `equals`.
+    #[inline]
+    pub(crate) fn holds_with(
+        &self,
+        value: Option<&str>,
+        equals: impl Fn(&str, &str) -> bool,
+    ) -> bool {
         match (self, value) {
             (Condition::Present, Some(v)) => !v.is_empty(),
-            (Condition::Equals(want), Some(v)) => want == v,
+            (Condition::Equals(want), Some(v)) => equals(v, want),
             (_, None) => false,
         }
     }
@@ -164,6 +200,16 @@ pub struct Alias {
     pub to: String,
 }
 
+impl Alias {
+    /// What follows `from` in `path`, if `from` is a whole-segment prefix of it: `/v1`
+    /// gives `""` for `/v1` and `/x` for `/v1/x`, but does not apply to `/v10`.
+    #[inline]
+    pub fn strip_from<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.from.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Warning,
@@ -177,6 +223,18 @@ pub struct Diagnostic {
     pub line: u32,
     pub severity: Severity,
     pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at `file:line` (line 0: the file as a whole).
+    pub fn error(file: impl Into<String>, line: u32, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            line,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -215,6 +273,29 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// A load that failed for this one reason.
+impl From<Diagnostic> for LoadError {
+    fn from(d: Diagnostic) -> LoadError {
+        LoadError {
+            diagnostics: vec![d],
+        }
+    }
+}
+
+/// Where a problem of the manifest as a whole is reported: its first file.
+fn first_file(sources: &[(String, String)]) -> String {
+    sources.first().map(|s| s.0.clone()).unwrap_or_default()
+}
+
+/// The file name of `path` without its directories: how a manifest file is named where
+/// the directory must not matter (the digest, the lock file).
+fn base_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
+}
+
 impl Manifest {
     /// Load, validate and compile every `*.toml` file of `dir`, in file-name order.
     pub fn load_dir(dir: &Path) -> Result<Manifest, LoadError> {
@@ -226,5 +307,46 @@ impl Manifest {
     pub fn from_sources(sources: &[(String, String)]) -> Result<Manifest, LoadError> {
         let parsed = load::parse_sources(sources)?;
         compile::compile(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert!(is_token("GET"));
+        assert!(is_token("get"));
+        assert!(is_token("M-SEARCH"));
+        assert!(!is_token(""));
+        assert!(!is_token("GE T"));
+        assert!(!is_token("GE(T"));
+        assert!(!is_token("GÉT"));
+    }
+
+    #[test]
+    fn header_names() {
+        assert!(is_header_name("X-Preview"));
+        assert!(is_header_name("accept"));
+        assert!(!is_header_name(""));
+        assert!(!is_header_name("bad name"));
+        assert!(!is_header_name("x:y"));
+    }
+
+    #[test]
+    fn method_overlap_with_get_implying_head() {
+        let list = |l: &[&str]| Methods::List(l.iter().map(|m| m.to_string()).collect());
+        assert!(list(&["HEAD"]).overlaps_method("GET"));
+        assert!(list(&["GET"]).overlaps_method("HEAD"));
+        assert!(!list(&["POST"]).overlaps_method("GET"));
+        assert!(!list(&["HEAD"]).overlaps_method("POST"));
+        assert!(Methods::Any.overlaps_method("PATCH"));
+        assert!(list(&["HEAD"]).overlaps(&list(&["GET"])));
+        assert!(list(&["GET"]).overlaps(&list(&["HEAD"])));
+        assert!(list(&["POST", "GET"]).overlaps(&list(&["PUT", "GET"])));
+        assert!(!list(&["POST"]).overlaps(&list(&["GET"])));
+        assert!(list(&["POST"]).overlaps(&Methods::Any));
+        assert!(Methods::Any.overlaps(&list(&["DELETE"])));
     }
 }

@@ -177,10 +177,7 @@ fn parse_segment(raw: &str) -> Result<Segment, PatternError> {
     if name.is_empty() {
         return Err(PatternError::EmptyParamName);
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(is_name_byte) {
         return Err(PatternError::InvalidParamName(name.to_string()));
     }
     Ok(if rest {
@@ -188,6 +185,34 @@ fn parse_segment(raw: &str) -> Result<Segment, PatternError> {
     } else {
         Segment::Param(name.to_string())
     })
+}
+
+/// Does the pattern match a path given as its non-empty segments? A literal equals its
+/// segment, `{param}` takes any one segment, `{*rest}` one or more.
+pub fn matches(pattern: &[Segment], path: &[&str]) -> bool {
+    let mut i = 0;
+    for seg in pattern {
+        match seg {
+            Segment::Literal(l) => {
+                if path.get(i) != Some(&l.as_str()) {
+                    return false;
+                }
+            }
+            Segment::Param(_) => {
+                if i >= path.len() {
+                    return false;
+                }
+            }
+            Segment::Rest(_) => return i < path.len(),
+        }
+        i += 1;
+    }
+    i == path.len()
+}
+
+/// May this byte appear in a parameter name (ASCII letters and digits, `_`, `-`)?
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
 /// Render segments back to the canonical pattern text.
@@ -278,6 +303,19 @@ mod tests {
             Err(PatternError::InvalidLiteral { .. })
         ));
         assert!(parse("/caf%C3%A9").is_ok());
+    }
+
+    #[test]
+    fn matching_segments() {
+        let m = |p: &str, path: &[&str]| matches(&parse(p).unwrap(), path);
+        assert!(m("/", &[]));
+        assert!(!m("/", &["a"]));
+        assert!(m("/a/{x}", &["a", "b"]));
+        assert!(!m("/a/{x}", &["a"]));
+        assert!(!m("/a/{x}", &["b", "b"]));
+        assert!(!m("/a/{x}", &["a", "b", "c"]));
+        assert!(m("/a/{*x}", &["a", "b", "c"]));
+        assert!(!m("/a/{*x}", &["a"]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), shared with the seed-corpus
-//! replay test (`tests/fuzz_seeds.rs`) and the path property tests.
+//! replay test (`seeds`), the classifier property tests (`props`) and the path property
+//! tests.
 //!
 //! Each entry point takes the fuzzer's raw bytes, runs one library function on them and
 //! asserts its invariants. It panics only when an invariant is broken (that is the bug
@@ -19,11 +20,12 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
+use super::reference;
 use crate::manifest::classify::NoHeaders;
 use crate::manifest::compile::specificity;
 use crate::manifest::pattern::{self, Segment};
 use crate::manifest::{
-    reference, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
+    is_token, Class, Decision, Manifest, Methods, RequestParts, Rule, Severity, Writes,
 };
 use crate::path::{self, NormalizeOptions, PathError};
 
@@ -102,7 +104,7 @@ fn ends_as_directory(input: &str) -> bool {
     )
 }
 
-/// Assert the canonical-form rules of DESIGN.md §6 on a normalizer output.
+/// Assert the canonical-form rules ([`crate::path`]) on a normalizer output.
 pub fn assert_canonical_path(out: &str, opts: NormalizeOptions) {
     let b = out.as_bytes();
     assert_eq!(b.first(), Some(&b'/'), "must start with '/': {out:?}");
@@ -477,28 +479,34 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
         Methods::Any => "GET",
         Methods::List(l) => l.first()?.as_str(),
     };
-    let mut path = String::new();
-    for seg in &rule.segments {
-        path.push('/');
-        match seg {
-            Segment::Literal(l) => path.push_str(l),
-            Segment::Param(_) => path.push('p'),
-            Segment::Rest(_) => path.push_str("r/s"),
-        }
-    }
-    if path.is_empty() {
-        path.push('/');
-    }
+    let path = example_path(&rule.segments);
     let lenient = NormalizeOptions {
         allow_encoded_slash: true,
     };
     if !matches!(path::normalize_with(&path, lenient), Ok(Cow::Borrowed(_))) {
         return None;
     }
-    if rewrite(m, &path).is_some() {
+    if m.rewrite(&path).alias.is_some() {
         return None;
     }
     Some((method, path))
+}
+
+/// A path the pattern matches: its literals, `p` for each `{param}`, `r/s` for `{*rest}`.
+fn example_path(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for seg in segments {
+        path.push('/');
+        path.push_str(match seg {
+            Segment::Literal(l) => l,
+            Segment::Param(_) => "p",
+            Segment::Rest(_) => "r/s",
+        });
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
 }
 
 /// Requests derived from every rule (with their conditions dropped), also reached through
@@ -506,18 +514,7 @@ fn example_request<'r>(m: &Manifest, rule: &'r Rule) -> Option<(&'r str, String)
 fn probes(m: &Manifest) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for rule in m.rules() {
-        let mut path = String::new();
-        for seg in &rule.segments {
-            path.push('/');
-            path.push_str(match seg {
-                Segment::Literal(l) => l,
-                Segment::Param(_) => "p",
-                Segment::Rest(_) => "r/s",
-            });
-        }
-        if path.is_empty() {
-            path.push('/');
-        }
+        let path = example_path(&rule.segments);
         for method in rule.methods.names() {
             let method = if method == "*" { "DELETE" } else { method };
             out.push((method.to_string(), path.clone()));
@@ -533,13 +530,6 @@ fn probes(m: &Manifest) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// RFC 9110 `token`.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -698,7 +688,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
             assert!(rule.methods.matches(req.method), "{what}: method");
             assert_eq!(d.class, rule.class, "{what}: class");
             assert!(
-                segments_match(&rule.segments, &segs),
+                pattern::matches(&rule.segments, &segs),
                 "{what}: {} does not match",
                 rule.location()
             );
@@ -713,13 +703,19 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
             }
             let tenant = rule
                 .tenant_segment
-                .map(|k| segs.get(k).map_or("<missing segment>", String::as_str));
+                .map(|k| segs.get(k).copied().unwrap_or("<missing segment>"));
             assert_eq!(d.tenant, tenant, "{what}: tenant");
+            assert_eq!(
+                d.tenant_at.and_then(|at| m.tenant_text(at, req.path)),
+                d.tenant,
+                "{what}: tenant_at {:?} does not resolve to the tenant",
+                d.tenant_at
+            );
             // Nothing more specific that needs no conditions may match.
             for other in m.rules() {
                 if other.when.is_empty()
                     && other.methods.matches(req.method)
-                    && segments_match(&other.segments, &segs)
+                    && pattern::matches(&other.segments, &segs)
                 {
                     assert_ne!(
                         specificity(other, rule),
@@ -734,6 +730,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
         (None, None) => {
             assert_eq!(d.class, m.default_class(), "{what}: default class");
             assert_eq!(d.tenant, None, "{what}: tenant without rule");
+            assert_eq!(d.tenant_at, None, "{what}: tenant_at without rule");
             for rule in m.rules() {
                 let conditions_hold = rule.when.query.is_empty()
                     && rule
@@ -744,7 +741,7 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
                 assert!(
                     !(conditions_hold
                         && rule.methods.matches(req.method)
-                        && segments_match(&rule.segments, &segs)),
+                        && pattern::matches(&rule.segments, &segs)),
                     "{what}: default although {} matches",
                     rule.location()
                 );
@@ -754,48 +751,52 @@ pub fn check_decision(m: &Manifest, req: &RequestParts<'_>, d: &Decision<'_>) {
     }
 }
 
-/// Apply the alias with the longest `from` that is a whole-segment prefix of `path`
-/// (written independently of the classifier's allocation-free version). Longest match
-/// keeps the result independent of file order when aliases nest (`/old`, `/old/api`).
-fn rewrite(m: &Manifest, path: &str) -> Option<String> {
-    m.aliases()
-        .iter()
-        .filter_map(|a| {
-            let rest = path.strip_prefix(a.from.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((a, rest))
-        })
-        .max_by_key(|(a, _)| a.from.len())
-        .map(|(a, rest)| format!("{}{rest}", a.to.trim_end_matches('/')))
+/// The segments a normalized path is matched with: trailing slash dropped, aliases
+/// applied ([`Manifest::rewrite`], itself checked by [`check_rewrite`]).
+fn path_segments<'a>(m: &'a Manifest, path: &'a str) -> Vec<&'a str> {
+    check_rewrite(m, path);
+    m.rewrite(path).segments().collect()
 }
 
-/// The segments a normalized path is matched with: trailing slash dropped, aliases applied.
-fn path_segments(m: &Manifest, path: &str) -> Vec<String> {
-    let trimmed = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
-    let rewritten = rewrite(m, trimmed).unwrap_or_else(|| trimmed.to_string());
-    rewritten
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn segments_match(pattern: &[Segment], path: &[String]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((Segment::Rest(_), _)) => !path.is_empty(),
-        Some((seg, rest)) => match path.split_first() {
-            None => false,
-            Some((first, others)) => {
-                let ok = match seg {
-                    Segment::Literal(l) => l == first,
-                    _ => true,
-                };
-                ok && segments_match(rest, others)
+/// [`Manifest::rewrite`] of a normalized path obeys the alias rules, stated on segments
+/// rather than bytes: the alias applied is one whose `from` segments begin the path's, no
+/// alias with more `from` segments also does, and the result is its `to` segments
+/// followed by the path's remaining ones, `rest` being a slice of the path at `rest_at`.
+/// Without an alias no `from` begins the path and the segments are unchanged.
+pub fn check_rewrite(m: &Manifest, path: &str) {
+    fn split(p: &str) -> Vec<&str> {
+        p.split('/').filter(|s| !s.is_empty()).collect()
+    }
+    let segs = split(path);
+    let applies = |from: &str| segs.starts_with(&split(from));
+    let got = m.rewrite(path);
+    let got_segs: Vec<&str> = got.segments().collect();
+    assert_eq!(
+        path.get(got.rest_at..got.rest_at + got.rest.len()),
+        Some(got.rest),
+        "{path:?}: rest is not the path at rest_at: {got:?}"
+    );
+    match got.alias {
+        Some(i) => {
+            let alias = &m.aliases()[usize::from(i)];
+            assert!(applies(&alias.from), "{path:?}: {alias:?} does not apply");
+            let n = split(&alias.from).len();
+            for other in m.aliases() {
+                assert!(
+                    !(applies(&other.from) && split(&other.from).len() > n),
+                    "{path:?}: {alias:?} applied although the longer {other:?} does"
+                );
             }
-        },
+            let mut want = split(&alias.to);
+            want.extend_from_slice(&segs[n..]);
+            assert_eq!(got_segs, want, "{path:?} through {alias:?}");
+        }
+        None => {
+            for alias in m.aliases() {
+                assert!(!applies(&alias.from), "{path:?}: {alias:?} not applied");
+            }
+            assert_eq!(got_segs, segs, "{path:?} without an alias");
+            assert_eq!(got.rest_at, 0, "{path:?} without an alias");
+        }
     }
 }

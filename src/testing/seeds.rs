@@ -1,26 +1,26 @@
 //! Replays every seed of `fuzz/corpus/<target>/` through the body of that fuzz target
-//! (`fleetgate::fuzz_support`), as an ordinary test: no panic, and every invariant the
-//! fuzz target asserts holds. Each target must have seeds, and every corpus directory
-//! must belong to a known target.
+//! ([`super::fuzz`]), as an ordinary test: no panic, and every invariant the fuzz target
+//! asserts holds. Each target must have seeds, and every corpus directory must belong to
+//! a known target.
 
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use fleetgate::fuzz_support;
+use super::fuzz;
 
 /// The body of one fuzz target.
 type Body = fn(&[u8]);
 
 const TARGETS: &[(&str, Body)] = &[
-    ("normalize_path", fuzz_support::normalize_path),
-    ("parse_pattern", fuzz_support::parse_pattern),
-    ("load_manifest", fuzz_support::load_manifest),
-    ("classify", fuzz_support::classify),
+    ("normalize_path", fuzz::normalize_path),
+    ("parse_pattern", fuzz::parse_pattern),
+    ("load_manifest", fuzz::load_manifest),
+    ("classify", fuzz::classify),
 ];
 
 fn corpus_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus"))
 }
 
 fn seeds(target: &str) -> Vec<PathBuf> {
@@ -123,6 +123,6 @@ fn manifest_directories_satisfy_loader_invariants() {
                 input.push('\n');
             }
         }
-        fuzz_support::load_manifest(input.as_bytes());
+        fuzz::load_manifest(input.as_bytes());
     }
 }

@@ -1,8 +1,12 @@
 //! The compiled classifier agrees with the naive reference matcher on generated
-//! manifests and requests (same rule, same class, same tenant).
+//! manifests and requests (same rule, same class, same tenant and tenant span), and
+//! every decision satisfies the fuzz target's invariants ([`super::fuzz::check_decision`]).
 
-use fleetgate::manifest::{reference, Manifest, RequestParts};
 use proptest::prelude::*;
+
+use super::{fuzz, reference};
+use crate::manifest::classify::NoHeaders;
+use crate::manifest::{Manifest, RequestParts};
 
 #[derive(Debug, Clone)]
 struct GenRule {
@@ -65,7 +69,7 @@ fn render(rules: &[GenRule]) -> String {
         let shape: usize = path.bytes().map(|b| b as usize).sum::<usize>()
             + (r.methods.is_empty() as usize) * 7
             + r.when as usize;
-        let class = if shape % 2 == 0 {
+        let class = if shape.is_multiple_of(2) {
             "ide-only"
         } else {
             "fleet-ok"
@@ -120,10 +124,11 @@ proptest! {
         let m = Manifest::from_sources(&[("gen.toml".into(), text.clone())])
             .unwrap_or_else(|e| panic!("generated manifest must load: {e}\n{text}"));
         for (method, path, query) in &requests {
-            let req = RequestParts { method, path, query: *query, headers: &fleetgate::manifest::classify::NoHeaders };
+            let req = RequestParts { method, path, query: *query, headers: &NoHeaders };
             let fast = m.classify(&req);
             let slow = reference::classify(&m, &req);
             prop_assert_eq!(fast, slow, "{} {} {:?}\n{}", method, path, query, text);
+            fuzz::check_decision(&m, &req, &fast);
         }
     }
 }
