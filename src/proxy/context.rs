@@ -23,7 +23,7 @@ use std::sync::Arc;
 use http::uri::PathAndQuery;
 use http::Extensions;
 
-use crate::manifest::{Class, Rule};
+use crate::manifest::{Class, Manifest, Rule, TenantAt};
 use crate::proxy::headers::ClientSide;
 use crate::proxy::target::Target;
 use crate::state::Snapshot;
@@ -34,8 +34,9 @@ pub struct Route {
     pub class: Class,
     /// Index of the winning rule in the snapshot's manifest; `None`: the default class.
     pub rule_index: Option<usize>,
-    /// Where the rule's tenant parameter sits in the normalized path (byte span).
-    pub tenant: Option<(u32, u32)>,
+    /// Where the rule's tenant parameter is: a span of the normalized path, or of the
+    /// replacement text of the alias that applied.
+    pub tenant: Option<TenantAt>,
     /// Where the role table sends it.
     pub target: Target,
     /// The rule allows serving it locally when the ide is unreachable (GET/HEAD only).
@@ -46,10 +47,9 @@ pub struct Route {
 }
 
 impl Route {
-    /// The tenant, as a slice of the normalized `path` the decision was made on.
-    pub fn tenant<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let (start, end) = self.tenant?;
-        path.get(start as usize..end as usize)
+    /// The tenant, given the manifest and the normalized `path` the decision was made on.
+    pub fn tenant<'a>(&self, manifest: &'a Manifest, path: &'a str) -> Option<&'a str> {
+        manifest.tenant_text(self.tenant?, path)
     }
 }
 
@@ -79,7 +79,7 @@ impl RequestContext {
 
     /// The tenant named by the winning rule's tenant parameter, if any.
     pub fn tenant(&self) -> Option<&str> {
-        self.route.tenant(self.path.path())
+        self.route.tenant(&self.snapshot.manifest, self.path.path())
     }
 
     /// The winning rule; `None` when the manifest's default class applied.
@@ -176,23 +176,65 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tenant_is_a_span_of_the_normalized_path() {
-        let d = Route {
-            class: Class::IdeOnly,
-            rule_index: None,
-            tenant: Some((5, 7)),
+    use crate::manifest::classify::NoHeaders;
+    use crate::manifest::RequestParts;
+
+    /// The context `Proxy::handle` would build for `GET path` with this manifest.
+    fn context_for(manifest: &str, path: &'static str) -> RequestContext {
+        let m = Manifest::from_sources(&[("r.toml".into(), manifest.into())]).unwrap();
+        let d = m.classify(&RequestParts {
+            method: "GET",
+            path,
+            query: None,
+            headers: &NoHeaders,
+        });
+        let route = Route {
+            class: d.class,
+            rule_index: d.rule_index,
+            tenant: d.tenant_at,
             target: Target::Ide,
             degrade: false,
             upgrade: false,
         };
-        assert_eq!(d.tenant("/api/w1/files"), Some("w1"));
+        let base = testing::snapshot(4);
+        let snapshot = Arc::new(Snapshot {
+            serial: base.serial,
+            loaded_at: base.loaded_at,
+            config: base.config.clone(),
+            node: base.node.clone(),
+            manifest: m,
+            fleet: base.fleet.clone(),
+            ide: base.ide.clone(),
+            tls: None,
+            admin_token: None,
+        });
+        let req = testing::routed_request(http::Method::GET, path, route, snapshot, ());
+        req.extensions().get::<RequestContext>().unwrap().clone()
+    }
+
+    const ALIASED: &str = r#"
+[manifest]
+aliases = [{ from = "/v1", to = "/api" }, { from = "/acme-files", to = "/api/acme/files" }]
+
+[[rule]]
+path = "/api/{ws}/files/{*p}"
+class = "ide-only"
+tenant = "ws"
+why = "the working copy"
+"#;
+
+    #[test]
+    fn the_tenant_is_found_in_the_path_or_in_the_alias_that_put_it_there() {
+        assert_eq!(context_for(ALIASED, "/api/w1/files/a").tenant(), Some("w1"));
         assert_eq!(
-            d.tenant("/api"),
-            None,
-            "a span outside the path is no tenant"
+            context_for(ALIASED, "/v1/w2/files/a/b/").tenant(),
+            Some("w2")
         );
-        let none = Route { tenant: None, ..d };
-        assert_eq!(none.tenant("/api/w1/files"), None);
+        assert_eq!(
+            context_for(ALIASED, "/acme-files/src/main.rs").tenant(),
+            Some("acme"),
+            "the tenant segment came from the alias's replacement text"
+        );
+        assert_eq!(context_for(ALIASED, "/other").tenant(), None);
     }
 }

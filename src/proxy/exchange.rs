@@ -134,7 +134,10 @@ impl OnComplete for Exchange {
             .and_then(|r| r.rule_index)
             .and_then(|i| self.snap.manifest.rules().get(i));
         let path = self.path.path();
-        let tenant = self.route.and_then(|r| r.tenant(path)).unwrap_or("-");
+        let tenant = self
+            .route
+            .and_then(|r| r.tenant(&self.snap.manifest, path))
+            .unwrap_or("-");
         let request_id = self
             .request_id
             .as_ref()

@@ -133,7 +133,6 @@ impl Proxy {
             headers: &parts.headers,
         });
         ex.class = Some(decision.class);
-        let tenant = decision.tenant.and_then(|t| span_in(path.path(), t));
 
         // target: the role table.
         let ide_configured = snap.pool(Upstream::Ide).is_some();
@@ -143,7 +142,7 @@ impl Proxy {
         let route = Route {
             class: decision.class,
             rule_index: decision.rule_index,
-            tenant,
+            tenant: decision.tenant_at,
             target,
             degrade: decision.rule.is_some_and(|r| r.degrade),
             upgrade: headers::is_upgrade_request(parts.version, &parts.headers),
@@ -175,13 +174,6 @@ impl Proxy {
             Err(e) => ex.reject(e),
         }
     }
-}
-
-/// Where `part` (a sub-slice of `whole`) sits in it.
-fn span_in(whole: &str, part: &str) -> Option<(u32, u32)> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start + part.len();
-    (end <= whole.len()).then_some((start as u32, end as u32))
 }
 
 fn probe_response(status: StatusCode, json: Bytes) -> Response<Body> {

@@ -7,11 +7,14 @@
 //!   checked against.
 //! * `seeds` (tests) replays every seed of `fuzz/corpus/<target>/` through its target's
 //!   body; `props` (tests) checks the automaton against the reference matcher on
-//!   generated manifests.
+//!   generated manifests; `normalize_props` (tests) checks the path normalizer's
+//!   properties on generated strings.
 
 pub mod fuzz;
 pub mod reference;
 
+#[cfg(test)]
+mod normalize_props;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
