@@ -118,7 +118,8 @@ fn parts(r: &Request) -> RequestParts<'_> {
 /// specific match winning. (The benchmark manifests have no `when` conditions.)
 fn classify_linear(m: &Manifest, r: &Request) -> Class {
     let path = m.rewrite(&r.path);
-    let segments: Vec<&str> = path.segments().collect();
+    let mut segments: Vec<&str> = Vec::with_capacity(8);
+    segments.extend(path.segments());
     let rules = m.rules();
     let mut best: Option<usize> = None;
     for (i, rule) in rules.iter().enumerate() {
