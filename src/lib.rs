@@ -13,8 +13,8 @@
 //!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`).
 //! 3. **data path**: [`proxy`], one module per step of a request's life (normalize,
 //!    classify, target, forward headers, forward, respond) and one error mapping.
-//! 4. **edges**: [`server`] (listeners, TLS, shutdown), [`admin`], [`cli`], [`demo`],
-//!    [`routes_cmd`].
+//! 4. **edges**: [`server`] (listeners, TLS, shutdown), [`admin`], [`cli`] (one module
+//!    per subcommand, exit codes), [`demo`].
 //!
 //! Where a change belongs: a new config key in `config`, a new request step in `proxy`
 //! (as a tower layer in `Proxy::new`'s stack, reading its settings from the request's
@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod reload;
-pub mod routes_cmd;
 pub mod server;
 pub mod state;
 #[cfg(any(test, fuzzing))]

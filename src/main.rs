@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fleetgate::routes_cmd::{self, ClassifyArgs, ClassifyInput, DriftArgs, DriftFormat};
+use fleetgate::cli::routes::{self, ClassifyArgs, ClassifyInput, DriftArgs, DriftFormat};
 
 #[derive(Parser)]
 #[command(
@@ -67,7 +67,7 @@ enum Routes {
         #[arg(long)]
         json: bool,
         /// A request header, for `when` conditions (repeatable).
-        #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = routes_cmd::parse_header_arg)]
+        #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = routes::parse_header_arg)]
         headers: Vec<(String, String)>,
         /// Read `METHOD TARGET` lines from FILE (`-`: stdin); print one JSON object per line.
         #[arg(long, value_name = "FILE|-", conflicts_with_all = ["method", "target"])]
@@ -107,9 +107,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => fleetgate::cli::serve::serve(config.as_deref()),
         Command::Check { config, print } => fleetgate::cli::check::check(config.as_deref(), *print),
         Command::Demo => fleetgate::cli::demo::demo(),
-        Command::Routes(Routes::Check { dir, deny_warnings }) => {
-            routes_cmd::check(dir, *deny_warnings)
-        }
+        Command::Routes(Routes::Check { dir, deny_warnings }) => routes::check(dir, *deny_warnings),
         Command::Routes(Routes::Classify {
             routes,
             json,
@@ -124,7 +122,7 @@ fn main() -> ExitCode {
                 // clap requires METHOD and TARGET without --batch.
                 _ => unreachable!("clap enforces METHOD TARGET or --batch"),
             };
-            routes_cmd::classify(ClassifyArgs {
+            routes::classify(ClassifyArgs {
                 routes,
                 json: *json,
                 headers,
@@ -137,7 +135,7 @@ fn main() -> ExitCode {
             lock,
             update,
             format,
-        }) => routes_cmd::drift(DriftArgs {
+        }) => routes::drift(DriftArgs {
             routes,
             app_routes,
             lock: lock.as_deref(),

@@ -19,7 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["body", "upstream", "state", "reload", "health"],
     ),
     ("data path", &["proxy"]),
-    ("edges", &["server", "admin", "cli", "demo", "routes_cmd"]),
+    ("edges", &["server", "admin", "cli", "demo"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

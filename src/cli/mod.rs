@@ -4,5 +4,6 @@
 pub mod check;
 pub mod demo;
 pub mod exit;
+pub mod routes;
 pub mod run;
 pub mod serve;

@@ -1,7 +1,7 @@
 //! The `fleetgate routes …` subcommands: `check`, `classify` and `drift`.
 //!
 //! `main.rs` parses the command line; the functions here do the work, print, and return
-//! the process exit code.
+//! the process exit code ([`super::exit`]).
 //!
 //! | code | meaning |
 //! |---|---|
@@ -23,16 +23,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::exit;
 use crate::manifest::drift::{self, Drift, Lock, Report};
 use crate::manifest::{
     is_header_name, is_token, Diagnostic, HeaderSource, Manifest, RequestParts, Severity,
 };
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_IOERR: i32 = 74;
-pub const EXIT_CONFIG: i32 = 78;
 
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
@@ -51,7 +46,7 @@ fn output_failed(e: io::Error) -> i32 {
     if e.kind() != io::ErrorKind::BrokenPipe {
         eprintln!("fleetgate: cannot write output: {e}");
     }
-    EXIT_FAILED
+    exit::FINDINGS
 }
 
 /// Write `text` to stdout and return `code`, or the exit code for an output error.
@@ -88,7 +83,7 @@ pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
                     format!(" (digest {})", &m.digest()[..12.min(m.digest().len())])
                 },
             );
-            (if denied { EXIT_FAILED } else { EXIT_OK }, text)
+            (if denied { exit::FINDINGS } else { exit::OK }, text)
         }
         Err(e) => {
             let mut text = String::new();
@@ -102,7 +97,7 @@ pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
                 plural(count(&e.diagnostics, Severity::Error), "error"),
                 plural(count(&e.diagnostics, Severity::Warning), "warning"),
             );
-            (EXIT_FAILED, text)
+            (exit::FINDINGS, text)
         }
     };
     print_stdout(&text, code)
@@ -120,7 +115,7 @@ fn load(dir: &Path) -> Result<Manifest, i32> {
             dir.display(),
             plural(count(&e.diagnostics, Severity::Error), "error")
         );
-        EXIT_CONFIG
+        exit::CONFIG
     })
 }
 
@@ -265,11 +260,11 @@ pub fn classify(args: ClassifyArgs<'_>) -> i32 {
     match args.input {
         ClassifyInput::One { method, target } => {
             let (code, line) = match classify_one(&m, method, target, args.headers, args.json) {
-                Ok(line) => (EXIT_OK, line),
-                Err(e) if args.json => (EXIT_FAILED, rejected_json(method, target, &e)),
+                Ok(line) => (exit::OK, line),
+                Err(e) if args.json => (exit::FINDINGS, rejected_json(method, target, &e)),
                 Err(e) => {
                     eprintln!("fleetgate: rejected {method} {target}: {e}");
-                    return EXIT_FAILED;
+                    return exit::FINDINGS;
                 }
             };
             print_stdout(&format!("{line}\n"), code)
@@ -286,7 +281,7 @@ fn classify_batch(m: &Manifest, file: &Path, headers: &[(String, String)]) -> i3
             Ok(f) => Box::new(io::BufReader::new(f)),
             Err(e) => {
                 eprintln!("fleetgate: cannot read --batch {}: {e}", file.display());
-                return EXIT_USAGE;
+                return exit::USAGE;
             }
         }
     };
@@ -302,7 +297,7 @@ fn classify_batch(m: &Manifest, file: &Path, headers: &[(String, String)]) -> i3
             Err(e) => {
                 let _ = out.flush();
                 eprintln!("fleetgate: cannot read --batch {}: {e}", file.display());
-                return EXIT_USAGE;
+                return exit::USAGE;
             }
         }
         line_no += 1;
@@ -326,7 +321,7 @@ fn classify_batch(m: &Manifest, file: &Path, headers: &[(String, String)]) -> i3
         }
     }
     match out.flush() {
-        Ok(()) => EXIT_OK,
+        Ok(()) => exit::OK,
         Err(e) => output_failed(e),
     }
 }
@@ -356,14 +351,14 @@ pub struct DriftArgs<'a> {
 fn read_input(path: &Path, name: &str, what: &str) -> Result<String, i32> {
     fs::read_to_string(path).map_err(|e| {
         eprintln!("{name}: error: cannot read {what}: {e}");
-        EXIT_CONFIG
+        exit::CONFIG
     })
 }
 
 /// A malformed `drift` input: its diagnostic on stderr, a configuration error.
 fn input_error(d: Diagnostic) -> i32 {
     eprintln!("{d}");
-    EXIT_CONFIG
+    exit::CONFIG
 }
 
 /// `fleetgate routes drift`.
@@ -412,7 +407,7 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
         let text = drift::render_lock(&m, &result.assessed);
         if let Err(e) = fs::write(&lock_path, text) {
             eprintln!("{lock_name}: error: cannot write the lock file: {e}");
-            return EXIT_IOERR;
+            return exit::IO_ERROR;
         }
         eprintln!(
             "wrote {lock_name}: {}",
@@ -437,9 +432,9 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
         DriftFormat::Junit => drift_junit(&ctx, &result),
     };
     let code = if result.report.is_clean() {
-        EXIT_OK
+        exit::OK
     } else {
-        EXIT_FAILED
+        exit::FINDINGS
     };
     print_stdout(&text, code)
 }
