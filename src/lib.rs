@@ -19,6 +19,9 @@
 //! Where a change belongs: a new config key in `config`, a new request step in `proxy`
 //! (as a tower layer in `Proxy::new`'s stack, reading its settings from the request's
 //! snapshot), state that must survive a reload in `state::Runtime`.
+#![forbid(unsafe_code)]
+#![warn(rust_2018_idioms, clippy::await_holding_lock)]
+
 pub mod admin;
 pub mod body;
 pub mod cli;

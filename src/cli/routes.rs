@@ -196,7 +196,7 @@ fn classify_one(
         return Err(format!("method {method:?} is not an HTTP token"));
     }
     let (raw_path, query) = crate::path::split_target(target);
-    let path: Cow<str> = crate::path::normalize(raw_path).map_err(|e| e.to_string())?;
+    let path: Cow<'_, str> = crate::path::normalize(raw_path).map_err(|e| e.to_string())?;
     let headers = Headers(headers);
     let d = m.classify(&RequestParts {
         method,
