@@ -234,6 +234,87 @@ pub(super) const KEYS: &[Key] = &[
         },
         get: |c| c.admin.token_file.as_deref().and_then(path_text),
     },
+    Key {
+        name: "admission.max_inflight",
+        env: &["FLEETGATE_ADMISSION_MAX_INFLIGHT"],
+        set: |d, r| {
+            put(
+                &mut d.config.admission.max_inflight,
+                size(r, 0, 1_000_000, ""),
+            )
+        },
+        get: |c| int(c.admission.max_inflight),
+    },
+    Key {
+        name: "admission.ide_max_inflight",
+        env: &["FLEETGATE_ADMISSION_IDE_MAX_INFLIGHT"],
+        set: |d, r| {
+            put(
+                &mut d.config.admission.ide_max_inflight,
+                size(r, 0, 1_000_000, ""),
+            )
+        },
+        get: |c| int(c.admission.ide_max_inflight),
+    },
+    Key {
+        name: "admission.tenant_header",
+        env: &["FLEETGATE_ADMISSION_TENANT_HEADER"],
+        set: |d, r| put(&mut d.config.admission.tenant_header, header_name(r)),
+        get: |c| c.admission.tenant_header.as_deref().and_then(text),
+    },
+    Key {
+        name: "admission.queue_per_tenant",
+        env: &["FLEETGATE_ADMISSION_QUEUE_PER_TENANT"],
+        set: |d, r| {
+            put(
+                &mut d.config.admission.queue_per_tenant,
+                size(r, 0, 100_000, ""),
+            )
+        },
+        get: |c| int(c.admission.queue_per_tenant),
+    },
+    Key {
+        name: "admission.queue_timeout",
+        env: &["FLEETGATE_ADMISSION_QUEUE_TIMEOUT"],
+        set: |d, r| put(&mut d.config.admission.queue_timeout, millis(r, 0)),
+        get: |c| ms(c.admission.queue_timeout),
+    },
+    Key {
+        name: "admission.retry_after_min",
+        env: &["FLEETGATE_ADMISSION_RETRY_AFTER_MIN"],
+        set: |d, r| {
+            put(
+                &mut d.config.admission.retry_after_min,
+                integer(r, 1, 3600, " (seconds)").map(|n| n as u32),
+            )
+        },
+        get: |c| int(c.admission.retry_after_min as usize),
+    },
+    Key {
+        name: "admission.retry_after_max",
+        env: &["FLEETGATE_ADMISSION_RETRY_AFTER_MAX"],
+        set: |d, r| {
+            put(
+                &mut d.config.admission.retry_after_max,
+                integer(r, 1, 3600, " (seconds)").map(|n| n as u32),
+            )
+        },
+        get: |c| int(c.admission.retry_after_max as usize),
+    },
+    Key {
+        name: "admission.weights",
+        env: &["FLEETGATE_ADMISSION_WEIGHTS"],
+        set: |d, r| put(&mut d.config.admission.weights, weights(r)),
+        get: |c| {
+            let table: toml::map::Map<String, toml::Value> = c
+                .admission
+                .weights
+                .iter()
+                .map(|(t, w)| (t.clone(), toml::Value::Integer(i64::from(*w))))
+                .collect();
+            Some(toml::Value::Table(table))
+        },
+    },
 ];
 
 impl Draft {
@@ -252,6 +333,17 @@ impl Draft {
     /// first `tls` key came from.
     pub fn finish(self, tls_origin: Option<String>) -> Result<Config, ConfigError> {
         let mut config = self.config;
+        let a = &config.admission;
+        if a.retry_after_min > a.retry_after_max {
+            return Err(ConfigError {
+                origin: config.origin(),
+                key: "admission.retry_after_max".to_string(),
+                message: format!(
+                    "expected at least retry_after_min ({}), got {}",
+                    a.retry_after_min, a.retry_after_max
+                ),
+            });
+        }
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -450,6 +542,65 @@ fn upstream_list(raw: Raw<'_>) -> Result<Vec<UpstreamUrl>, String> {
         );
     }
     Ok(list)
+}
+
+/// A lower-case HTTP header name; an empty string unsets it.
+fn header_name(raw: Raw<'_>) -> Result<Option<String>, String> {
+    let s = string(raw, "a header name like \"x-tenant-id\"")?;
+    let s = s.trim().to_ascii_lowercase();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
+        return Err(format!(
+            "expected a header name like \"x-tenant-id\", got {s:?}"
+        ));
+    }
+    Ok(Some(s))
+}
+
+/// Tenant weights: a table `{ "tenant" = 4 }` in the file, `tenant=4,other=2` in the
+/// environment; each weight from 1 to 1000.
+fn weights(raw: Raw<'_>) -> Result<Vec<(String, u32)>, String> {
+    const EXPECTED: &str =
+        "expected tenant weights like { \"big-customer\" = 4 } (integers from 1 to 1000)";
+    let pairs: Vec<(String, i64)> = match raw {
+        Raw::Env(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (t, w) = p
+                    .split_once('=')
+                    .ok_or_else(|| format!("{EXPECTED}, got {p:?}"))?;
+                let w = w
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("{EXPECTED}, got {p:?}"))?;
+                Ok((t.trim().to_string(), w))
+            })
+            .collect::<Result<_, String>>()?,
+        Raw::File(toml::Value::Table(t), _) => t
+            .iter()
+            .map(|(k, v)| match v {
+                toml::Value::Integer(w) => Ok((k.clone(), *w)),
+                other => Err(format!("{EXPECTED}, got {} for {k:?}", describe(other))),
+            })
+            .collect::<Result<_, String>>()?,
+        Raw::File(v, _) => return Err(format!("{EXPECTED}, got {}", describe(v))),
+    };
+    pairs
+        .into_iter()
+        .map(|(tenant, w)| {
+            if tenant.is_empty() {
+                return Err(format!("{EXPECTED}, got an empty tenant name"));
+            }
+            if !(1..=1000).contains(&w) {
+                return Err(format!("{EXPECTED}, got {w} for {tenant:?}"));
+            }
+            Ok((tenant, w as u32))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -192,6 +192,43 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[admission]`: admission control, one bulkhead per target with per-tenant fairness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Requests in flight to the fleet (role serve) or the local application (other
+    /// roles); `0` disables this bulkhead.
+    pub max_inflight: usize,
+    /// Requests in flight to the ide upstream; `0` disables this bulkhead.
+    pub ide_max_inflight: usize,
+    /// The request header that names the tenant (lower case); else the matched rule's
+    /// `tenant` parameter; else one anonymous bucket.
+    pub tenant_header: Option<String>,
+    /// Requests of one tenant that may wait for a slot.
+    pub queue_per_tenant: usize,
+    /// How long a request may wait for a slot.
+    pub queue_timeout: Duration,
+    /// Bounds of `Retry-After` on shed answers, in seconds.
+    pub retry_after_min: u32,
+    pub retry_after_max: u32,
+    /// Weighted shares of named tenants (others weigh 1), in the order written.
+    pub weights: Vec<(String, u32)>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_inflight: 1024,
+            ide_max_inflight: 256,
+            tenant_header: None,
+            queue_per_tenant: 64,
+            queue_timeout: Duration::from_millis(250),
+            retry_after_min: 1,
+            retry_after_max: 30,
+            weights: Vec::new(),
+        }
+    }
+}
+
 /// The validated configuration of one fleetgate process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -215,6 +252,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub reload: Reload,
     pub admin: Admin,
+    pub admission: Admission,
 }
 
 impl Default for Config {
@@ -258,6 +296,7 @@ impl Default for Config {
                 watch_interval: Duration::from_millis(1000),
             },
             admin: Admin::default(),
+            admission: Admission::default(),
         }
     }
 }

@@ -511,3 +511,62 @@ fn the_documentation_lists_every_key_its_variables_and_the_restart_only_keys() {
         );
     }
 }
+
+#[test]
+fn admission_keys_from_file_and_environment() {
+    let text = r#"
+[admission]
+max_inflight = 32
+ide_max_inflight = 0
+tenant_header = "X-Tenant-Id"
+queue_per_tenant = 8
+queue_timeout = 100
+retry_after_min = 2
+retry_after_max = 9
+
+[admission.weights]
+"big-customer" = 4
+small = 1
+"#;
+    let c = parse(text).unwrap();
+    let a = &c.admission;
+    assert_eq!((a.max_inflight, a.ide_max_inflight), (32, 0));
+    assert_eq!(a.tenant_header.as_deref(), Some("x-tenant-id"));
+    assert_eq!(a.queue_per_tenant, 8);
+    assert_eq!(a.queue_timeout, Duration::from_millis(100));
+    assert_eq!((a.retry_after_min, a.retry_after_max), (2, 9));
+    assert_eq!(
+        a.weights,
+        vec![("big-customer".to_string(), 4), ("small".to_string(), 1)]
+    );
+    // The printed configuration reads back to the same thing, weights included.
+    let back = Config::from_toml("p.toml", &c.to_toml(), &|_| None).unwrap();
+    assert_eq!(back.admission, c.admission);
+
+    let env = |k: &str| match k {
+        "FLEETGATE_ADMISSION_MAX_INFLIGHT" => Some("7".to_string()),
+        "FLEETGATE_ADMISSION_WEIGHTS" => Some("a=2, b=3".to_string()),
+        _ => None,
+    };
+    let c = Config::from_toml("f.toml", text, &env).unwrap();
+    assert_eq!(c.admission.max_inflight, 7);
+    assert_eq!(
+        c.admission.weights,
+        vec![("a".to_string(), 2), ("b".to_string(), 3)]
+    );
+}
+
+#[test]
+fn admission_values_are_validated() {
+    let e = parse("[admission]\nretry_after_min = 10\nretry_after_max = 5\n").unwrap_err();
+    assert_eq!(e.key, "admission.retry_after_max", "{e}");
+    let e = parse("[admission]\ntenant_header = \"x tenant\"\n").unwrap_err();
+    assert_eq!(e.key, "admission.tenant_header", "{e}");
+    assert!(e.origin.ends_with("f.toml:2"), "{e}");
+    let e = parse("[admission.weights]\nbig = 0\n").unwrap_err();
+    assert!(e.to_string().contains("1 to 1000"), "{e}");
+    let e = parse("[admission]\nweights = 3\n").unwrap_err();
+    assert_eq!(e.key, "admission.weights", "{e}");
+    let e = parse("[admission]\nmax_inflght = 3\n").unwrap_err();
+    assert!(e.to_string().contains("unknown key `max_inflght`"), "{e}");
+}
