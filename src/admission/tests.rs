@@ -1,6 +1,7 @@
 //! Behaviour of the bulkhead, on tokio's paused clock: fair shares, weights, FIFO order,
 //! shedding and its reasons, timeouts, cancellation, `Retry-After`, reconfiguration,
-//! bounded state under a flood of tenant ids, statistics.
+//! bounded state under a flood of tenant ids, statistics; and a property test of the
+//! invariants over random sequences of operations.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -8,6 +9,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use proptest::prelude::*;
 
 use super::tenants::HASHED_BUCKETS;
 use super::*;
@@ -691,4 +694,105 @@ async fn stats_name_the_busiest_tenants() {
     assert!(all.iter().any(|t| t.tenant == "t".repeat(NAME_BYTES)));
     assert!(sim.bh.stats(0).top.is_empty());
     sim.clear();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire(usize),
+    Complete(usize),
+    Cancel(usize),
+    Advance(u64),
+    Poll,
+    Reconfigure(usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..6).prop_map(Op::Acquire),
+        3 => any::<usize>().prop_map(Op::Complete),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (0u64..1500).prop_map(Op::Advance),
+        2 => Just(Op::Poll),
+        1 => (1usize..6, 0usize..4).prop_map(|(m, q)| Op::Reconfigure(m, q)),
+    ]
+}
+
+const TENANTS: [Option<&str>; 6] = [
+    None,
+    Some("a"),
+    Some("b"),
+    Some("heavy"),
+    Some("x1"),
+    Some("x2"),
+];
+
+fn prop_config(max: usize, queue: usize) -> BulkheadConfig {
+    BulkheadConfig {
+        queue_timeout: Duration::from_secs(1),
+        ..weighted(config(max, queue), &[("heavy", 3), ("b", 2)])
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// In flight never exceeds the ceiling (or, after it was lowered, what was in flight
+    /// then), the running totals always match the buckets, nobody waits while a slot is
+    /// free, and everything returns to zero once all permits and waiters are dropped.
+    #[test]
+    fn invariants_hold_over_random_operations(ops in prop::collection::vec(op(), 1..120)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let mut sim = Sim::new(prop_config(3, 2));
+        let mut max = 3;
+        let mut allowed = 3;
+        let mut waiters: Vec<usize> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Acquire(t) => {
+                    if let Outcome::Waiting(id) = sim.submit(TENANTS[t]) {
+                        waiters.push(id);
+                    }
+                }
+                Op::Complete(k) => {
+                    if !sim.running.is_empty() {
+                        let k = k % sim.running.len();
+                        sim.running.remove(k);
+                    }
+                }
+                Op::Cancel(k) => {
+                    waiters.retain(|id| sim.waiting.contains_key(id));
+                    if !waiters.is_empty() {
+                        let id = waiters.swap_remove(k % waiters.len());
+                        sim.waiting.remove(&id);
+                    }
+                }
+                Op::Advance(ms) => rt.block_on(tokio::time::advance(Duration::from_millis(ms))),
+                Op::Poll => {
+                    sim.harvest();
+                }
+                Op::Reconfigure(m, q) => {
+                    sim.bh.reconfigure(prop_config(m, q));
+                    max = m;
+                    allowed = m.max(sim.bh.stats(0).inflight);
+                }
+            }
+            sim.bh.check_invariants();
+            let s = sim.bh.stats(10);
+            prop_assert!(s.inflight <= allowed, "{} in flight, {} allowed", s.inflight, allowed);
+            allowed = max.max(s.inflight.min(allowed));
+            // Slots given to waiters not polled yet are in flight too.
+            prop_assert!(s.inflight >= sim.running.len());
+            prop_assert_eq!(s.queued + (s.inflight - sim.running.len()), sim.waiting.len());
+            prop_assert!(s.top.iter().map(|t| t.inflight + t.queued).sum::<usize>() == s.inflight + s.queued);
+            for (tenant, shed) in &sim.timed_out {
+                prop_assert_eq!(shed.reason, ShedReason::QueueTimeout, "{}", tenant);
+            }
+        }
+        sim.clear();
+    }
 }
