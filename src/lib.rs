@@ -8,7 +8,8 @@
 //! 1. **model**, no network: [`config`] (file + environment), [`manifest`] (load,
 //!    compile, classify, drift), [`path`] (normalization), [`tls`] (certificate loading),
 //!    [`metrics`], [`logging`].
-//! 2. **runtime**: [`upstream`] (pools, endpoint health, the client), [`body`] (streaming
+//! 2. **runtime**: [`upstream`] (pools, endpoint health, the client), [`admission`]
+//!    (bulkheads: fair per-tenant slots, queueing, shedding), [`body`] (streaming
 //!    bodies), [`state`] (the swappable `Snapshot` and the runtime state that survives a
 //!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`).
 //! 3. **data path**: [`proxy`], one module per step of a request's life (normalize,
@@ -23,6 +24,7 @@
 #![warn(rust_2018_idioms, clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod cli;
 pub mod config;

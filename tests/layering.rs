@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "runtime",
-        &["body", "upstream", "state", "reload", "health"],
+        &["body", "upstream", "admission", "state", "reload", "health"],
     ),
     ("data path", &["proxy"]),
     ("edges", &["server", "admin", "cli", "demo"]),
