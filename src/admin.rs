@@ -1,5 +1,5 @@
 //! The admin listener (`admin_listen`, default `127.0.0.1:9901`): `GET /metrics`,
-//! `/healthz`, `/readyz`, `/version`, `/routes`, and `POST /reload`.
+//! `/healthz`, `/readyz`, `/version`, `/routes`, `/admission`, and `POST /reload`.
 //!
 //! `GET` endpoints are open: kubelet probes and Prometheus reach them over the pod
 //! network. Mutating endpoints (`POST`) are accepted only from a loopback peer, or, when
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::health::{json_bytes, probe, VERSION};
+use crate::health::{admission_json, json_bytes, probe, VERSION};
 use crate::manifest::{Condition, Manifest, Writes};
 use crate::reload::{Reloader, Trigger};
 use crate::state::{AdminToken, State};
@@ -115,10 +115,18 @@ pub async fn handle(
         return respond(status, "application/json", body);
     }
     match path {
-        "/metrics" => respond(
+        "/metrics" => {
+            state.runtime.refresh_gauges();
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(state.runtime.metrics.render()),
+            )
+        }
+        "/admission" => respond(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            Bytes::from(state.runtime.metrics.render()),
+            "application/json",
+            json_bytes(&admission_json(state, 20)),
         ),
         "/version" => respond(
             StatusCode::OK,
@@ -143,7 +151,7 @@ pub async fn handle(
 fn not_found() -> Response<Full<Bytes>> {
     text(
         StatusCode::NOT_FOUND,
-        "not found; try GET /healthz /readyz /metrics /version /routes, POST /reload\n",
+        "not found; try GET /healthz /readyz /metrics /version /routes /admission, POST /reload\n",
     )
 }
 

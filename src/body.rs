@@ -21,6 +21,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
+
+use crate::admission::Permit;
 use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,6 +84,9 @@ pub struct RequestBody {
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     progress: Option<Arc<RequestProgress>>,
+    /// The admission slot, carried from the admit step to the forward step (which takes
+    /// it out before the body is sent, and keeps it with the response).
+    permit: Option<Permit>,
 }
 
 impl RequestBody {
@@ -92,7 +97,18 @@ impl RequestBody {
             timer: None,
             waiting: false,
             progress: None,
+            permit: None,
         }
+    }
+
+    /// Carry an admission slot along with the request (no allocation).
+    pub fn hold_permit(&mut self, permit: Permit) {
+        self.permit = Some(permit);
+    }
+
+    /// The admission slot the request carries, if any.
+    pub fn take_permit(&mut self) -> Option<Permit> {
+        self.permit.take()
     }
 
     /// Wrap the client's body. Returns the progress handle when there is a body to stream.
@@ -107,6 +123,7 @@ impl RequestBody {
             timer: None,
             waiting: false,
             progress: Some(progress.clone()),
+            permit: None,
         };
         (wrapped, Some(progress))
     }

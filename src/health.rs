@@ -6,7 +6,8 @@
 //!   and from the moment a shutdown begins (so a load balancer drains this node).
 //! * `/healthz`: always `200` while the process answers; the role, the node, the live
 //!   manifest (digest, when it was loaded, the snapshot serial), the last reload error
-//!   when the latest reload failed, and the upstreams' endpoints.
+//!   when the latest reload failed, admission (each bulkhead and its busiest tenants),
+//!   and the upstreams' endpoints.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,6 +66,33 @@ fn pool_json(pool: &Pool) -> Value {
     })
 }
 
+/// Each enabled bulkhead: limits, occupancy, drain rate, sheds, and its `top` busiest
+/// tenants (per-tenant figures are never metric labels; they are here).
+pub fn admission_json(state: &State, top: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for (upstream, s) in state.runtime.bulkheads.stats(top) {
+        out.insert(
+            upstream.as_str().to_string(),
+            json!({
+                "max_inflight": s.max_inflight,
+                "inflight": s.inflight,
+                "queued": s.queued,
+                "tenants_active": s.tenants_active,
+                "drain_rate": s.drain_rate,
+                "shed": { "global": s.shed[0], "tenant": s.shed[1], "queue-timeout": s.shed[2] },
+                "top_tenants": s.top.iter().map(|t| json!({
+                    "tenant": t.tenant,
+                    "weight": t.weight,
+                    "inflight": t.inflight,
+                    "queued": t.queued,
+                    "share": t.share,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
 fn healthz(state: &State) -> Value {
     let snap = state.snapshot();
     let reload = state.runtime.reload_status();
@@ -89,6 +117,7 @@ fn healthz(state: &State) -> Value {
             "serial": snap.serial,
         },
         "last_reload_error": last_reload_error,
+        "admission": admission_json(state, 5),
         "upstreams": {
             "fleet": pool_json(&snap.fleet),
             "ide": snap.ide.as_deref().map(pool_json),

@@ -40,6 +40,8 @@ pub struct AccessRecord<'a> {
     pub target: &'a str,
     /// The ide was unreachable and a degrade rule served it locally.
     pub degraded: bool,
+    /// `global`, `tenant` or `queue-timeout` when admission control shed it; `-` otherwise.
+    pub shed: &'a str,
     pub upstream: Option<std::net::SocketAddr>,
     pub status: u16,
     pub duration: std::time::Duration,
@@ -63,6 +65,7 @@ pub fn access(r: &AccessRecord<'_>) {
         rule_line = r.rule_line,
         target = r.target,
         degraded = r.degraded,
+        shed = r.shed,
         upstream = upstream,
         status = r.status,
         duration_ms = r.duration.as_secs_f64() * 1000.0,

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -30,6 +30,16 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `fleetgate_reload_last_success_timestamp_seconds`
     pub reload_last_success: Gauge,
+    /// `fleetgate_admission_shed_total{target,reason}`
+    pub admission_shed: IntCounterVec,
+    /// `fleetgate_admission_wait_seconds`: time queued for a slot (admitted or shed).
+    pub admission_wait: Histogram,
+    /// `fleetgate_admission_inflight{target}`, set when scraped.
+    pub admission_inflight: IntGaugeVec,
+    /// `fleetgate_admission_queued{target}`, set when scraped.
+    pub admission_queued: IntGaugeVec,
+    /// `fleetgate_tenants_active{target}`, set when scraped.
+    pub tenants_active: IntGaugeVec,
     /// `fleetgate_manifest_info{digest}`: 1 for the live digest, no other series.
     manifest_info: IntGaugeVec,
     /// The digest `manifest_info` shows (to remove its series on a change).
@@ -101,6 +111,39 @@ impl Metrics {
             &["digest"],
         )
         .expect("valid metric");
+        let admission_shed = IntCounterVec::new(
+            Opts::new(
+                "fleetgate_admission_shed_total",
+                "Requests refused by admission control (503), by bulkhead and reason.",
+            ),
+            &["target", "reason"],
+        )
+        .expect("valid metric");
+        let admission_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "fleetgate_admission_wait_seconds",
+                "Time requests waited in a tenant queue for a slot (admitted or shed).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["target"]).expect("valid metric")
+        };
+        let admission_inflight = gauge(
+            "fleetgate_admission_inflight",
+            "Requests holding a slot of the bulkhead (fleet: the fleet pool or local application; ide).",
+        );
+        let admission_queued = gauge(
+            "fleetgate_admission_queued",
+            "Requests waiting for a slot of the bulkhead.",
+        );
+        let tenants_active = gauge(
+            "fleetgate_tenants_active",
+            "Tenants with requests in flight or waiting, per bulkhead.",
+        );
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
@@ -113,6 +156,11 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(reload_last_success.clone()),
             Box::new(manifest_info.clone()),
+            Box::new(admission_shed.clone()),
+            Box::new(admission_wait.clone()),
+            Box::new(admission_inflight.clone()),
+            Box::new(admission_queued.clone()),
+            Box::new(tenants_active.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -125,6 +173,11 @@ impl Metrics {
             ejections,
             reloads,
             reload_last_success,
+            admission_shed,
+            admission_wait,
+            admission_inflight,
+            admission_queued,
+            tenants_active,
             manifest_info,
             manifest_digest: Mutex::new(String::new()),
         }

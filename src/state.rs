@@ -7,7 +7,8 @@
 //! touches it. A connection loads it once for its TLS handshake and HTTP limits.
 //!
 //! What survives a swap is named here and nowhere else: the metrics, the upstream client
-//! (and its keep-alive connections), the lifecycle phase, the reload status; endpoint
+//! (and its keep-alive connections), the admission bulkheads (slots and tenant queues),
+//! the lifecycle phase, the reload status; endpoint
 //! health and in-flight counts live in the endpoints, which a new snapshot's pools adopt
 //! ([`crate::upstream::Pool::adopt`]).
 
@@ -15,11 +16,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::admission::{Bulkhead, BulkheadConfig, BulkheadStats};
+use crate::config::{self, Config};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::upstream::{Pool, Upstream, UpstreamClient};
@@ -148,9 +150,69 @@ pub struct ReloadStatus {
     pub last_error_at: Option<SystemTime>,
 }
 
+/// The admission bulkheads, one per upstream; `None` where disabled (`max_inflight = 0`).
+/// They survive reloads: a reload reconfigures them in place, keeping every slot held and
+/// every request waiting.
+#[derive(Default)]
+pub struct Bulkheads {
+    fleet: ArcSwapOption<Bulkhead>,
+    ide: ArcSwapOption<Bulkhead>,
+}
+
+impl Bulkheads {
+    fn slot(&self, upstream: Upstream) -> &ArcSwapOption<Bulkhead> {
+        match upstream {
+            Upstream::Fleet => &self.fleet,
+            Upstream::Ide => &self.ide,
+        }
+    }
+
+    /// The bulkhead in front of `upstream`, if admission is on for it.
+    pub fn get(&self, upstream: Upstream) -> Option<Arc<Bulkhead>> {
+        self.slot(upstream).load_full()
+    }
+
+    /// Apply `[admission]`: create, reconfigure in place, or disable each bulkhead.
+    pub fn configure(&self, a: &config::Admission) {
+        for (upstream, max_inflight) in [
+            (Upstream::Fleet, a.max_inflight),
+            (Upstream::Ide, a.ide_max_inflight),
+        ] {
+            let slot = self.slot(upstream);
+            if max_inflight == 0 {
+                // Disabled: requests holding a slot keep it (and the bulkhead) to the end.
+                slot.store(None);
+                continue;
+            }
+            let wanted = BulkheadConfig {
+                max_inflight,
+                queue_per_tenant: a.queue_per_tenant,
+                queue_timeout: a.queue_timeout,
+                retry_after_min: a.retry_after_min,
+                retry_after_max: a.retry_after_max,
+                weights: a.weights.clone(),
+            };
+            match slot.load_full() {
+                Some(bulkhead) => bulkhead.reconfigure(wanted),
+                None => slot.store(Some(Bulkhead::new(wanted))),
+            }
+        }
+    }
+
+    /// Statistics of each enabled bulkhead, with its `top` busiest tenants.
+    pub fn stats(&self, top: usize) -> Vec<(Upstream, BulkheadStats)> {
+        [Upstream::Fleet, Upstream::Ide]
+            .into_iter()
+            .filter_map(|u| self.get(u).map(|b| (u, b.stats(top))))
+            .collect()
+    }
+}
+
 /// Runtime state that survives every snapshot swap.
 pub struct Runtime {
     pub metrics: Arc<Metrics>,
+    /// Admission control: slots in flight and tenant queues.
+    pub bulkheads: Arc<Bulkheads>,
     /// The shared upstream client: keep-alive connections and open tunnels.
     pub client: Arc<UpstreamClient>,
     phase: AtomicU8,
@@ -161,6 +223,7 @@ impl Runtime {
     pub fn new(metrics: Arc<Metrics>, connect_timeout: Duration) -> Runtime {
         Runtime {
             client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone())),
+            bulkheads: Arc::new(Bulkheads::default()),
             metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_status: Mutex::new(ReloadStatus::default()),
@@ -186,6 +249,33 @@ impl Runtime {
             .clone()
     }
 
+    /// Set the admission gauges from the bulkheads (before the metrics are rendered).
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        for upstream in [Upstream::Fleet, Upstream::Ide] {
+            let label = [upstream.as_str()];
+            match self.bulkheads.get(upstream) {
+                Some(b) => {
+                    let s = b.stats(0);
+                    m.admission_inflight
+                        .with_label_values(&label)
+                        .set(s.inflight as i64);
+                    m.admission_queued
+                        .with_label_values(&label)
+                        .set(s.queued as i64);
+                    m.tenants_active
+                        .with_label_values(&label)
+                        .set(s.tenants_active as i64);
+                }
+                None => {
+                    let _ = m.admission_inflight.remove_label_values(&label);
+                    let _ = m.admission_queued.remove_label_values(&label);
+                    let _ = m.tenants_active.remove_label_values(&label);
+                }
+            }
+        }
+    }
+
     pub fn set_reload_status(&self, status: ReloadStatus) {
         *self
             .reload_status
@@ -203,6 +293,7 @@ pub struct State {
 impl State {
     pub fn new(snapshot: Snapshot, runtime: Runtime) -> State {
         runtime.metrics.set_manifest(snapshot.manifest.digest());
+        runtime.bulkheads.configure(&snapshot.config.admission);
         State {
             snapshot: ArcSwap::from_pointee(snapshot),
             runtime,
@@ -219,6 +310,7 @@ impl State {
         let rt = &self.runtime;
         rt.client.set_connect_timeout(next.config.timeouts.connect);
         rt.metrics.set_manifest(next.manifest.digest());
+        rt.bulkheads.configure(&next.config.admission);
         self.snapshot.swap(Arc::new(next))
     }
 

@@ -8,11 +8,13 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::admission::ShedReason;
 use crate::body::{OnComplete, ResponseBody};
 use crate::path::PathError;
 use crate::upstream::{Upstream, UpstreamError};
 
 pub const REQUIRED_ROLE: &str = "x-fleetgate-required-role";
+pub const SHED: &str = "x-fleetgate-shed";
 
 /// Why a request was not (fully) proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,13 @@ pub enum ProxyError {
     TooManyHops,
     /// This role cannot serve an ide-only request and no ide is configured.
     Misdirected,
+    /// Admission control refused it: no slot of the target's bulkhead within the queue
+    /// bounds. Never forwarded, its body never read.
+    Shed {
+        reason: ShedReason,
+        /// Seconds, from the measured drain rate (already clamped and jittered).
+        retry_after: u32,
+    },
     /// The exchange with an upstream failed.
     Upstream {
         upstream: Upstream,
@@ -40,6 +49,7 @@ impl ProxyError {
             ProxyError::BadPath(_) | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
             ProxyError::LoopDetected | ProxyError::TooManyHops => StatusCode::LOOP_DETECTED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Unreachable { .. } | UpstreamError::Failed => {
                     StatusCode::BAD_GATEWAY
@@ -63,6 +73,17 @@ impl ProxyError {
             ProxyError::Misdirected => {
                 "this route needs the ide replica, which this node cannot reach or does not know"
             }
+            ProxyError::Shed { reason, .. } => match reason {
+                ShedReason::Global => {
+                    "overloaded: every slot of this upstream is taken; retry later"
+                }
+                ShedReason::Tenant => {
+                    "overloaded: this tenant already has its share of this upstream; retry later"
+                }
+                ShedReason::QueueTimeout => {
+                    "overloaded: no slot of this upstream became free in time; retry later"
+                }
+            },
             ProxyError::Upstream { upstream, error } => match (upstream, error) {
                 (Upstream::Ide, UpstreamError::Unreachable { .. }) => {
                     "the ide upstream cannot be reached"
@@ -86,6 +107,14 @@ impl ProxyError {
                     error: UpstreamError::Unreachable { .. },
                 }
         )
+    }
+
+    /// The `x-fleetgate-shed` reason, for a shed request.
+    pub fn shed_reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Shed { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        }
     }
 
     /// Was the request refused before it was routed (so it has no target)?
@@ -115,12 +144,21 @@ impl ProxyError {
         if self.needs_ide() {
             h.insert(REQUIRED_ROLE, HeaderValue::from_static("ide"));
         }
-        if let ProxyError::Upstream {
-            error: UpstreamError::Unreachable { retry_after },
-            ..
-        } = self
-        {
-            h.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+        match self {
+            ProxyError::Upstream {
+                error: UpstreamError::Unreachable { retry_after },
+                ..
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+            }
+            ProxyError::Shed {
+                reason,
+                retry_after,
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+                h.insert(SHED, HeaderValue::from_static(reason.as_str()));
+            }
+            _ => {}
         }
         resp
     }
@@ -162,6 +200,18 @@ mod tests {
         });
         assert!(!r.headers().contains_key(REQUIRED_ROLE));
         assert_eq!(r.headers()[RETRY_AFTER], "1", "never less than a second");
+    }
+
+    #[test]
+    fn a_shed_answer_says_why_and_when_to_retry() {
+        let r = answer(ProxyError::Shed {
+            reason: ShedReason::QueueTimeout,
+            retry_after: 4,
+        });
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "4");
+        assert_eq!(r.headers()[SHED], "queue-timeout");
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
     }
 
     #[test]

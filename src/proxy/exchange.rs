@@ -14,6 +14,7 @@ use std::time::Instant;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Response, StatusCode};
 
+use crate::admission::Permit;
 use crate::body::{OnComplete, RequestProgress, ResponseBody};
 use crate::manifest::Class;
 use crate::metrics::Metrics;
@@ -43,6 +44,10 @@ pub struct Exchange {
     status: StatusCode,
     pub(super) progress: Option<Arc<RequestProgress>>,
     inflight: Option<InFlight>,
+    /// The admission slot: released when the exchange ends (dropped with it).
+    permit: Option<Permit>,
+    /// Why admission control refused the request, if it did.
+    shed: Option<&'static str>,
 }
 
 impl Exchange {
@@ -69,6 +74,8 @@ impl Exchange {
             status: StatusCode::OK,
             progress: None,
             inflight: None,
+            permit: None,
+            shed: None,
         }
     }
 
@@ -82,6 +89,7 @@ impl Exchange {
         self.degraded = answered.degraded;
         self.upstream = Some(answered.inflight.endpoint().addr);
         self.inflight = Some(answered.inflight);
+        self.permit = answered.permit;
         let stamp = Stamp {
             target: self.target(),
             degraded: self.degraded,
@@ -102,6 +110,7 @@ impl Exchange {
         if e.before_routing() {
             self.route = None;
         }
+        self.shed = e.shed_reason();
         let mut resp: Response<Body> = e.to_response();
         let stamp = Stamp {
             target: self.target(),
@@ -152,6 +161,7 @@ impl OnComplete for Exchange {
             rule_line: rule.map_or(0, |r| r.line),
             target,
             degraded: self.degraded,
+            shed: self.shed.unwrap_or("-"),
             upstream: self.upstream,
             status: self.status.as_u16(),
             duration: elapsed,

@@ -15,6 +15,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use crate::admission::Permit;
 use crate::body::RequestBody;
 use crate::proxy::context::{RequestContext, Route};
 use crate::proxy::error::ProxyError;
@@ -29,6 +30,8 @@ pub struct Answered {
     pub inflight: InFlight,
     /// The ide was unreachable and the local pool answered instead (a degrade rule).
     pub degraded: bool,
+    /// The admission slot, held until the response body ends.
+    pub permit: Option<Permit>,
 }
 
 /// The future of [`Forward`]: the one allocation the stack makes per request.
@@ -59,6 +62,8 @@ impl Forward {
             .remove::<RequestContext>()
             .expect("requests reach the proxy stack only after routing");
         let route = cx.route;
+        // The admission slot stays with the exchange, not with the request body.
+        let mut permit = req.body_mut().take_permit();
         let upstream = route.target.upstream();
         let pool = cx.snapshot.pool(upstream).ok_or(ProxyError::Misdirected)?;
         let first_byte = cx.snapshot.config.timeouts.first_byte;
@@ -105,7 +110,8 @@ impl Forward {
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
-                Some(on) => self.client.tunnel(on, &mut resp),
+                // A WebSocket holds its slot for as long as the tunnel is open.
+                Some(on) => self.client.tunnel(on, &mut resp, permit.take()),
                 None => {
                     return Err(ProxyError::Upstream {
                         upstream: answered_by,
@@ -118,6 +124,7 @@ impl Forward {
             body,
             inflight,
             degraded,
+            permit,
         }))
     }
 }

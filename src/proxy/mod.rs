@@ -7,13 +7,14 @@
 //! classify    crate::manifest   compiled manifest, no allocation
 //! target      target.rs         the role table                           421
 //! ── the stack (tower layers, outermost first) ─────────────────────────────────
+//! admit       admission.rs      a slot of the target's bulkhead, or     503
 //! headers     forward_headers.rs hop-by-hop hygiene, x-forwarded-*, via, traceparent
 //! forward     forward.rs        pool of the target, degrade fallback, tunnels  502 / 504
 //! ── respond   exchange.rs       stamps; metrics and access log when the body ends
 //! ```
 //!
-//! The super_read_only guard and admission control will be layers of the stack, above
-//! `headers`, reading their settings from the request's snapshot.
+//! The super_read_only guard will be a layer of the stack, above `admit`, reading its
+//! settings from the request's snapshot.
 //!
 //! [`Proxy::handle`] loads the live snapshot once per request; the request keeps it to
 //! its end, in its [`RequestContext`] (with the routing decision, [`Route`]). Every error
@@ -22,6 +23,7 @@
 //! Allocation: the layers' futures are named types; the innermost [`Forward`] future is
 //! the one boxed future of the stack.
 
+pub mod admission;
 pub mod context;
 pub mod error;
 pub mod exchange;
@@ -50,6 +52,7 @@ use crate::manifest::RequestParts;
 use crate::path::NormalizeOptions;
 use crate::state::State;
 use crate::upstream::Upstream;
+use admission::{Admission, AdmissionLayer};
 pub use context::{RequestContext, Route};
 pub use error::ProxyError;
 pub use exchange::{Body, Exchange};
@@ -57,8 +60,8 @@ use forward::Forward;
 use forward_headers::{ForwardHeaders, ForwardHeadersLayer};
 use headers::ClientSide;
 
-/// Everything from the header layer to the upstream's response head, as one service.
-pub type ProxyStack = ForwardHeaders<Forward>;
+/// Everything from admission to the upstream's response head, as one service.
+pub type ProxyStack = Admission<ForwardHeaders<Forward>>;
 
 /// Per-connection facts the data path needs.
 pub struct ConnInfo {
@@ -87,8 +90,16 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(state: Arc<State>) -> Proxy {
+        let rt = &state.runtime;
         let stack = ServiceBuilder::new()
-            // The super_read_only guard, then admission control, go here.
+            // The super_read_only guard goes here, before admission: a refused write must
+            // not take a slot.
+            // Admission first: a shed request is answered before anything is rewritten,
+            // forwarded or read from its body.
+            .layer(AdmissionLayer::new(
+                rt.bulkheads.clone(),
+                rt.metrics.clone(),
+            ))
             .layer(ForwardHeadersLayer::new())
             .service(Forward::new(state.runtime.client.clone()));
         Proxy { state, stack }
@@ -165,7 +176,7 @@ impl Proxy {
         });
         let routed = Request::from_parts(parts, body);
 
-        // the stack: (guard, admission,) headers, forward.
+        // the stack: (guard,) admit, headers, forward.
         let answer = self.stack.clone().oneshot(routed).await;
 
         // respond: stamps; metrics and access log when the body ends.

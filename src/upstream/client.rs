@@ -181,13 +181,20 @@ impl UpstreamClient {
     }
 
     /// Splice the client's and the upstream's upgraded connections together once both
-    /// sides have switched protocols.
-    pub fn tunnel(&self, client: OnUpgrade, upstream_resp: &mut Response<Incoming>) {
+    /// sides have switched protocols. `hold` (an admission slot) is kept until the
+    /// tunnel closes.
+    pub fn tunnel<H: Send + 'static>(
+        &self,
+        client: OnUpgrade,
+        upstream_resp: &mut Response<Incoming>,
+        hold: H,
+    ) {
         let upstream = hyper::upgrade::on(upstream_resp);
         let tunnels = self.tunnels.clone();
         tunnels.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _open = TunnelGuard(tunnels);
+            let _hold = hold;
             match tokio::try_join!(client, upstream) {
                 Ok((c, u)) => {
                     let mut c = TokioIo::new(c);

@@ -148,7 +148,7 @@ pub fn url(addr: SocketAddr) -> UpstreamUrl {
 }
 
 /// Start a recording upstream named `name`. Behaviour by path:
-/// `/hold…` answers after `release`; `/sse…` streams `data: 1`, waits for `release`, then
+/// `/hold…` answers after `release`; `…/sleep/N` answers after N ms; `/sse…` streams `data: 1`, waits for `release`, then
 /// `data: 2`; `/cookies` sets two cookies; `/reset` promises 1000 bytes and dies after 10;
 /// `/drop` closes the connection without answering; `/upload` counts the body;
 /// `/download/N` streams N MiB; an `Upgrade: websocket` request is echoed. Everything else
@@ -219,6 +219,10 @@ async fn handle(
         )));
     }
     let received = req.into_body().collect().await?.to_bytes().len();
+    if let Some(ms) = path.split("/sleep/").nth(1) {
+        let ms: u64 = ms.split('/').next().unwrap_or("0").parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     if path.contains("/hold") {
         st.release.notified().await;
     }
