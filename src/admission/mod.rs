@@ -55,7 +55,8 @@ pub struct BulkheadConfig {
     /// The ceiling on requests in flight; > 0 (0 is read as 1: the caller builds no
     /// bulkhead when admission control is off).
     pub max_inflight: usize,
-    /// Waiters per tenant; 0: no queueing, a request finding no slot is shed.
+    /// Waiters per tenant bucket (tenants hashed into one bucket share its queue); 0: no
+    /// queueing, a request finding no slot is shed.
     pub queue_per_tenant: usize,
     /// How long a request may wait for a slot.
     pub queue_timeout: Duration,
