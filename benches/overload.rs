@@ -536,6 +536,8 @@ struct TenantStats {
     transport: u64,
     /// The `Retry-After` of every 503.
     retry_after: Vec<u32>,
+    /// 503 answers without a `Retry-After` in whole seconds.
+    no_retry_after: u64,
 }
 
 impl TenantStats {
@@ -630,8 +632,9 @@ impl TenantStats {
                     Some(k) => self.shed[k] += 1,
                     None => self.unavailable += 1,
                 }
-                if let Some(s) = retry_after {
-                    self.retry_after.push(s);
+                match retry_after {
+                    Some(s) => self.retry_after.push(s),
+                    None => self.no_retry_after += 1,
                 }
             }
             Outcome::Status => self.other_status += 1,
@@ -794,6 +797,10 @@ impl RunResult {
             .map(|(_, s)| s.ok as f64 / self.window)
             .collect();
         jain(&x)
+    }
+
+    fn no_retry_after(&self) -> u64 {
+        self.tenants.iter().map(|(_, s)| s.no_retry_after).sum()
     }
 
     fn retry_after(&self) -> Vec<u32> {
@@ -1210,6 +1217,12 @@ async fn experiment(p: Params) {
             proc_us - proxy_us - upstream_us
         );
         print_retry_after(&r.retry_after());
+        if r.no_retry_after() > 0 {
+            println!(
+                "  503 answers without a Retry-After in seconds: {}",
+                r.no_retry_after()
+            );
+        }
         results.push((label, Some(r)));
     }
 
@@ -1347,5 +1360,14 @@ async fn experiment(p: Params) {
             "a shed answer costs less CPU"
         ),
     }
-    println!("\nThe load generator runs in the same process as the proxy: CPU figures for the process include it; see the proxy column.");
+    println!();
+    println!("notes:");
+    for line in [
+        "the load generator runs in this same process as the proxy and the upstream: process CPU includes all three; the proxy figure is its own threads",
+        "success = ok / offered (client-side drops, i.e. arrivals that found no free client slot, count as failures); latency is from the scheduled arrival",
+        "admission off, unbounded upstream: nothing bounds concurrency, so the upstream serves all it is offered while the CPU keeps up; goodput above 1 means there was no bottleneck, and Jain's index then compares tenants that both got all they asked for",
+        "admission off, bounded upstream: the upstream has max_inflight workers and a FIFO queue, bounded only by the load generator's client slots (hence the drops); when both saturating tenants fill their equal slot caps, the FIFO serves them alike, so Jain's index there reflects the harness more than the proxy",
+    ] {
+        println!("  - {line}");
+    }
 }
