@@ -1160,6 +1160,29 @@ async fn experiment(p: Params) {
     stack.stop().await;
     print_tenants(&baseline, capacity, None);
 
+    // 2b. Work conservation: one tenant alone, at the ceiling's concurrency, should get
+    // the whole bulkhead with admission on, without a single 503.
+    if admission.is_ok() {
+        let secs = p.capacity_secs();
+        let stack = Stack::start(&scratch, &p, Admission::On, UpstreamMode::Unbounded, table)
+            .await
+            .expect("proxy starts");
+        let _ = closed_loop(stack.addr(), "warmup", p.inflight, 1.0).await;
+        let s = closed_loop(stack.addr(), "alone", p.inflight, secs).await;
+        stack.stop().await;
+        let window = secs - warmup(secs);
+        let alone = s.ok as f64 / window;
+        println!(
+            "\none tenant alone, closed loop at {} concurrent, admission on: {:.0} req/s = {:.3} of capacity; 503s {}, other errors {}  {}",
+            p.inflight,
+            alone,
+            alone / capacity,
+            s.status_503(),
+            s.other_errors(),
+            pass(alone / capacity >= 0.95 && s.status_503() == 0)
+        );
+    }
+
     // 3 and 4. Overload, with admission on and off.
     let mix = overload_tenants(capacity, p.factor);
     let offered: f64 = mix.iter().map(|t| t.rate).sum();
