@@ -7,14 +7,15 @@
 //!
 //! * `ovl-upstream`: a hyper server that answers 1 KiB after a fixed service time
 //!   (default 20 ms). With unbounded concurrency (the default) the proxy's bulkhead is
-//!   the only limit; `bounded` it also has `max_inflight` workers and a FIFO queue, a
-//!   backend that really has the capacity the bulkhead models.
+//!   the only limit; in one run it is bounded instead, with `max_inflight` workers and a
+//!   FIFO queue: a backend that really has the capacity the bulkhead models.
 //! * `ovl-proxy`: fleetgate, started with `fleetgate::server::start` from TOML text, so
 //!   the harness only relies on the configuration keys.
 //! * `ovl-load`: the load generator (hyper-util client, one per tenant).
 //!
 //! Phases: capacity (closed loop at exactly `max_inflight` concurrency, admission off),
-//! baseline (quiet tenants only, open loop), overload at `OVERLOAD_FACTOR` x capacity with
+//! baseline (quiet tenants only, open loop), one tenant alone at capacity with admission
+//! on (work conservation), overload at `OVERLOAD_FACTOR` x capacity with
 //! admission on, off, and off against the bounded upstream, then two short runs at the
 //! same rate where every answer is forwarded, and where every answer is shed, for the CPU
 //! cost of each. Until the `[admission]` table exists, the runs that need it are skipped
@@ -566,7 +567,7 @@ impl TenantStats {
     }
 }
 
-/// The `q` quantile of `v` (sorted in place); 0 when empty.
+/// The `q` quantile of `v` (nearest rank); 0 when empty.
 fn percentile(v: &[u32], q: f64) -> u32 {
     if v.is_empty() {
         return 0;
@@ -750,8 +751,9 @@ async fn closed_loop(addr: SocketAddr, tenant: &str, workers: usize, secs: f64) 
                 let o = one_request(&client, &uri, &tenant, at).await;
                 let mut s = stats.lock().unwrap();
                 s.sent_all += 1;
-                // Count what started in the window and ended before its end.
-                if at >= warm && Instant::now() <= end {
+                // Count what started in the window (the last ones end after it: counting
+                // by start keeps the rate unbiased).
+                if at >= warm {
                     s.offered += 1;
                     s.record(o);
                 }
