@@ -122,12 +122,37 @@ fn warmup(phase: f64) -> f64 {
 // ---------------------------------------------------------------------------------------
 // CPU time from /proc
 
-/// CPU time so far, in clock ticks: the whole process, and per runtime (by thread name).
+/// CPU time so far, in clock ticks: the whole process, per runtime (by thread name), and
+/// the whole machine (every process, from `/proc/stat`).
 #[derive(Debug, Clone, Default)]
 struct CpuSample {
     process: u64,
     /// (thread id, component) -> ticks.
     threads: HashMap<(u32, Component), u64>,
+    /// (busy, total) ticks of all CPUs; steal counts as busy (not ours to use).
+    machine: (u64, u64),
+}
+
+/// The first line of `/proc/stat`: (busy, total) ticks over all CPUs.
+fn machine_ticks() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if v.len() < 8 {
+        return (0, 0);
+    }
+    let total: u64 = v.iter().sum();
+    (total - v[3] - v[4], total)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,7 +205,11 @@ fn cpu_sample() -> CpuSample {
             }
         }
     }
-    CpuSample { process, threads }
+    CpuSample {
+        process,
+        threads,
+        machine: machine_ticks(),
+    }
 }
 
 /// Clock ticks per second, from the auxiliary vector (`AT_CLKTCK`), else 100.
@@ -214,6 +243,8 @@ struct CpuUsed {
     proxy: f64,
     upstream: f64,
     wall: f64,
+    /// The share of the machine's CPU time that was busy, whatever process used it.
+    machine_busy: f64,
 }
 
 impl CpuUsed {
@@ -233,6 +264,15 @@ impl CpuUsed {
             proxy: part(Component::Proxy),
             upstream: part(Component::Upstream),
             wall,
+            machine_busy: {
+                let busy = b.machine.0.saturating_sub(a.machine.0) as f64;
+                let total = b.machine.1.saturating_sub(a.machine.1) as f64;
+                if total > 0.0 {
+                    busy / total
+                } else {
+                    0.0
+                }
+            },
         }
     }
 
@@ -904,11 +944,12 @@ fn pass(ok: bool) -> &'static str {
 
 fn print_tenants(r: &RunResult, capacity: f64, baseline: Option<&RunResult>) {
     println!(
-        "\n{} — counted {:.1} s; process CPU {:.0}% of the machine{}",
+        "\n{} — counted {:.1} s; CPU: this process {:.0}% of the machine, the machine {:.0}% busy{}",
         r.title,
         r.window,
         r.cpu.utilisation() * 100.0,
-        if r.cpu.utilisation() > 0.9 {
+        r.cpu.machine_busy * 100.0,
+        if r.cpu.machine_busy > 0.9 || r.cpu.utilisation() > 0.9 {
             "  (CPU-BOUND: the machine, not only the proxy, limited this run)"
         } else {
             ""
@@ -1130,7 +1171,7 @@ async fn experiment(p: Params) {
     let capacity = cap_run.goodput();
     let cap_stats = &cap_run.tenants[0].1;
     println!(
-        "\ncapacity: {:.0} req/s measured (closed loop, {} concurrent, admission off, {:.1} s counted; nominal {} / {} ms = {:.0}); latency p50 {:.1} ms p99 {:.1} ms; errors {}",
+        "\ncapacity: {:.0} req/s measured (closed loop, {} concurrent, admission off, {:.1} s counted; nominal {} / {} ms = {:.0}); latency p50 {:.1} ms p99 {:.1} ms; errors {}; the machine {:.0}% busy",
         capacity,
         p.inflight,
         cap_run.window,
@@ -1139,7 +1180,8 @@ async fn experiment(p: Params) {
         nominal,
         cap_stats.percentile_ms(0.5),
         cap_stats.percentile_ms(0.99),
-        cap_stats.other_errors() + cap_stats.status_503()
+        cap_stats.other_errors() + cap_stats.status_503(),
+        cap_run.cpu.machine_busy * 100.0
     );
     if capacity <= 0.0 {
         println!("no capacity measured; giving up");
@@ -1295,20 +1337,21 @@ async fn experiment(p: Params) {
     );
     println!("  process = load generator + proxy + upstream (all in this process); proxy = the ovl-proxy threads only");
     println!(
-        "  {:<34} {:>9} {:>11} {:>10} {:>12} {:>10}",
-        "run", "requests", "ok", "503", "process µs", "proxy µs"
+        "  {:<34} {:>9} {:>11} {:>10} {:>12} {:>10} {:>13}",
+        "run", "requests", "ok", "503", "process µs", "proxy µs", "machine busy"
     );
     let cost_row = |label: &str, r: &RunResult| {
         let (proc_us, proxy_us, _) = cpu_per_request(r);
         let s = &r.tenants[0].1;
         println!(
-            "  {:<34} {:>9} {:>11} {:>10} {:>12.1} {:>10.1}",
+            "  {:<34} {:>9} {:>11} {:>10} {:>12.1} {:>10.1} {:>12.0}%",
             label,
             r.sent_all(),
             s.ok,
             s.status_503(),
             proc_us,
-            proxy_us
+            proxy_us,
+            r.cpu.machine_busy * 100.0
         );
     };
     cost_row(
@@ -1389,6 +1432,7 @@ async fn experiment(p: Params) {
     println!("notes:");
     for line in [
         "the load generator runs in this same process as the proxy and the upstream: process CPU includes all three; the proxy figure is its own threads",
+        "'the machine busy' counts every process (from /proc/stat): when other work shares the machine, latency and capacity suffer; rerun on a quiet machine",
         "success = ok / offered (client-side drops, i.e. arrivals that found no free client slot, count as failures); latency is from the scheduled arrival",
         "admission off, unbounded upstream: nothing bounds concurrency, so the upstream serves all it is offered while the CPU keeps up; goodput above 1 means there was no bottleneck, and Jain's index then compares tenants that both got all they asked for",
         "admission off, bounded upstream: the upstream has max_inflight workers and a FIFO queue, bounded only by the load generator's client slots (hence the drops); when both saturating tenants fill their equal slot caps, the FIFO serves them alike, so Jain's index there reflects the harness more than the proxy",
