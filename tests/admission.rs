@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetgate::config::Role;
-use futures_util::SinkExt;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use support::*;
 
