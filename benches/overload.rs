@@ -1,6 +1,6 @@
 //! The overload experiment: does admission control keep goodput, protect quiet tenants,
 //! share fairly among tenants that want more than their share, and is shedding cheaper
-//! than forwarding? See docs/admission-experiment.md for what each figure means.
+//! than forwarding? See docs/admission.md ("The overload experiment") for what each figure means.
 //!
 //! Everything runs in this one process on 127.0.0.1, in three tokio runtimes whose
 //! threads are named so their CPU time can be told apart:
