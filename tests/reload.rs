@@ -461,3 +461,42 @@ async fn a_rotated_certificate_reaches_new_clients_while_open_ones_keep_working(
     drop((open, fresh));
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_resizes_a_bulkhead_and_keeps_the_slots_held() {
+    let fleet = upstream("fleet").await;
+    let one = "[admission]\nmax_inflight = 1\nqueue_per_tenant = 0\n";
+    let f = from_file(&[fleet.addr], one).await;
+    let hold = f.setup.url("/threads/hold");
+    let held = tokio::spawn(async move { get(&hold).await });
+    while fleet.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let a = get(&f.setup.url("/threads")).await;
+    assert_eq!(a.status, 503, "one slot, taken");
+
+    f.rewrite(
+        &[fleet.addr],
+        "[admission]\nmax_inflight = 2\nqueue_per_tenant = 0\n",
+    );
+    assert_eq!(reload(&f.setup).await.status, 200);
+    assert_eq!(
+        get(&f.setup.url("/threads")).await.status,
+        200,
+        "the second slot"
+    );
+    let j = get(&f.setup.admin_url("/admission")).await.json();
+    assert_eq!(j["fleet"]["max_inflight"], 2, "{j}");
+    assert_eq!(
+        j["fleet"]["inflight"], 1,
+        "the held request kept its slot: {j}"
+    );
+
+    // Disabled by reload: nothing is shed, the held request still finishes.
+    f.rewrite(&[fleet.addr], "[admission]\nmax_inflight = 0\n");
+    assert_eq!(reload(&f.setup).await.status, 200);
+    assert!(get(&f.setup.admin_url("/admission")).await.json()["fleet"].is_null());
+    fleet.state.release.notify_one();
+    assert_eq!(held.await.unwrap().status, 200);
+    f.setup.shutdown().await;
+}
