@@ -13,16 +13,18 @@ use fleetgate::config::Role;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use support::*;
 
-/// Closed-loop clients of one tenant until `stop`: (ok, shed answers as (status, retry-after, reason), other).
+/// A shed answer as seen by a client: status, `Retry-After`, `x-fleetgate-shed`.
+type ShedAnswer = (u16, Option<String>, Option<String>);
+
+/// What one tenant's client got: successes, shed answers, anything else.
+type Outcome = (usize, Vec<ShedAnswer>, Vec<String>);
+
+/// Closed-loop requests of one tenant until `stop`.
 fn tenant_loop(
     url: String,
     tenant: &'static str,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(
-    usize,
-    Vec<(u16, Option<String>, Option<String>)>,
-    Vec<String>,
-)> {
+) -> tokio::task::JoinHandle<Outcome> {
     tokio::spawn(async move {
         let client = client();
         let (mut ok, mut shed, mut other) = (0, Vec::new(), Vec::new());
