@@ -1,5 +1,6 @@
 //! The admin listener (`admin_listen`, default `127.0.0.1:9901`): `GET /metrics`,
-//! `/healthz`, `/readyz`, `/version`, `/routes`, `/admission`, and `POST /reload`.
+//! `/healthz`, `/readyz`, `/version`, `/routes`, `/admission`, `POST /reload` and
+//! `POST /super-read-only`.
 //!
 //! `GET` endpoints are open: kubelet probes and Prometheus reach them over the pod
 //! network. Mutating endpoints (`POST`) are accepted only from a loopback peer, or, when
@@ -94,15 +95,18 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let method = req.method();
-    if method == Method::POST && path == "/reload" {
+    if method == Method::POST && (path == "/reload" || path == "/super-read-only") {
         if !authorized(state.snapshot().admin_token.as_ref(), peer, req.headers()) {
             return forbidden(peer);
         }
-        return reload(reloader).await;
+        if path == "/reload" {
+            return reload(reloader).await;
+        }
+        return super_read_only(state, peer, req).await;
     }
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        let allow = if path == "/reload" {
+        let allow = if path == "/reload" || path == "/super-read-only" {
             "POST"
         } else {
             "GET, HEAD"
@@ -151,7 +155,7 @@ pub async fn handle(
 fn not_found() -> Response<Full<Bytes>> {
     text(
         StatusCode::NOT_FOUND,
-        "not found; try GET /healthz /readyz /metrics /version /routes /admission, POST /reload\n",
+        "not found; try GET /healthz /readyz /metrics /version /routes /admission, POST /reload /super-read-only\n",
     )
 }
 
@@ -181,6 +185,49 @@ async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
             format!("reload refused; the previous configuration stays live:\n{e}\n"),
         ),
     }
+}
+
+/// `POST /super-read-only` with `{"enabled": true|false}`: flip the switch.
+async fn super_read_only(
+    state: &State,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    const LIMIT: usize = 4096;
+    let body = match http_body_util::Limited::new(req.into_body(), LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected a JSON body of at most 4 KiB: {\"enabled\": true|false}\n",
+            )
+        }
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Switch {
+        enabled: bool,
+    }
+    let wanted: Switch = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"enabled\": true|false}}: {e}\n"),
+            )
+        }
+    };
+    let was = state.runtime.set_super_read_only(wanted.enabled);
+    tracing::warn!(peer = %peer, enabled = wanted.enabled, was, "POST /super-read-only");
+    respond(
+        StatusCode::OK,
+        "application/json",
+        json_bytes(&json!({ "super_read_only": wanted.enabled, "was": was })),
+    )
 }
 
 /// Serve the admin listener until `stop` fires; then finish open requests and return.

@@ -6,7 +6,7 @@
 //!   and from the moment a shutdown begins (so a load balancer drains this node).
 //! * `/healthz`: always `200` while the process answers; the role, the node, the live
 //!   manifest (digest, when it was loaded, the snapshot serial), the last reload error
-//!   when the latest reload failed, admission (each bulkhead and its busiest tenants),
+//!   when the latest reload failed, the super_read_only switch, admission (each bulkhead and its busiest tenants),
 //!   and the upstreams' endpoints.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -117,6 +117,7 @@ fn healthz(state: &State) -> Value {
             "serial": snap.serial,
         },
         "last_reload_error": last_reload_error,
+        "super_read_only": state.runtime.super_read_only(),
         "admission": admission_json(state, 5),
         "upstreams": {
             "fleet": pool_json(&snap.fleet),

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub admission_queued: IntGaugeVec,
     /// `fleetgate_tenants_active{target}`, set when scraped.
     pub tenants_active: IntGaugeVec,
+    /// `fleetgate_guard_total{action,reason}`
+    pub guard: IntCounterVec,
+    /// `fleetgate_super_read_only`: 1 while the switch is on.
+    pub super_read_only: IntGauge,
     /// `fleetgate_manifest_info{digest}`: 1 for the live digest, no other series.
     manifest_info: IntGaugeVec,
     /// The digest `manifest_info` shows (to remove its series on a change).
@@ -144,6 +148,19 @@ impl Metrics {
             "fleetgate_tenants_active",
             "Tenants with requests in flight or waiting, per bulkhead.",
         );
+        let guard = IntCounterVec::new(
+            Opts::new(
+                "fleetgate_guard_total",
+                "Writes the super_read_only guard redirected to the ide or refused, by action and reason.",
+            ),
+            &["action", "reason"],
+        )
+        .expect("valid metric");
+        let super_read_only = IntGauge::new(
+            "fleetgate_super_read_only",
+            "1 while this node's super_read_only switch is on (writes refused).",
+        )
+        .expect("valid metric");
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
@@ -161,6 +178,8 @@ impl Metrics {
             Box::new(admission_inflight.clone()),
             Box::new(admission_queued.clone()),
             Box::new(tenants_active.clone()),
+            Box::new(guard.clone()),
+            Box::new(super_read_only.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -178,6 +197,8 @@ impl Metrics {
             admission_inflight,
             admission_queued,
             tenants_active,
+            guard,
+            super_read_only,
             manifest_info,
             manifest_digest: Mutex::new(String::new()),
         }

@@ -8,11 +8,11 @@
 //!
 //! What survives a swap is named here and nowhere else: the metrics, the upstream client
 //! (and its keep-alive connections), the admission bulkheads (slots and tenant queues),
-//! the lifecycle phase, the reload status; endpoint
+//! the super_read_only switch, the lifecycle phase, the reload status; endpoint
 //! health and in-flight counts live in the endpoints, which a new snapshot's pools adopt
 //! ([`crate::upstream::Pool::adopt`]).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -213,6 +213,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Admission control: slots in flight and tenant queues.
     pub bulkheads: Arc<Bulkheads>,
+    /// The super_read_only switch (see [`Runtime::set_super_read_only`]).
+    super_read_only: AtomicBool,
     /// The shared upstream client: keep-alive connections and open tunnels.
     pub client: Arc<UpstreamClient>,
     phase: AtomicU8,
@@ -224,6 +226,7 @@ impl Runtime {
         Runtime {
             client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone())),
             bulkheads: Arc::new(Bulkheads::default()),
+            super_read_only: AtomicBool::new(false),
             metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_status: Mutex::new(ReloadStatus::default()),
@@ -240,6 +243,22 @@ impl Runtime {
 
     pub fn set_phase(&self, p: Phase) {
         self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Is the super_read_only switch on (every write on this node refused)?
+    pub fn super_read_only(&self) -> bool {
+        self.super_read_only.load(Ordering::Relaxed)
+    }
+
+    /// Flip the switch (`POST /super-read-only`, or `guard.super_read_only` at start and
+    /// when a reload changes it); returns the previous state.
+    pub fn set_super_read_only(&self, on: bool) -> bool {
+        let was = self.super_read_only.swap(on, Ordering::Relaxed);
+        self.metrics.super_read_only.set(i64::from(on));
+        if was != on {
+            tracing::warn!(super_read_only = on, "super_read_only switch changed");
+        }
+        was
     }
 
     pub fn reload_status(&self) -> ReloadStatus {
@@ -294,6 +313,7 @@ impl State {
     pub fn new(snapshot: Snapshot, runtime: Runtime) -> State {
         runtime.metrics.set_manifest(snapshot.manifest.digest());
         runtime.bulkheads.configure(&snapshot.config.admission);
+        runtime.set_super_read_only(snapshot.config.guard.super_read_only);
         State {
             snapshot: ArcSwap::from_pointee(snapshot),
             runtime,
@@ -311,7 +331,14 @@ impl State {
         rt.client.set_connect_timeout(next.config.timeouts.connect);
         rt.metrics.set_manifest(next.manifest.digest());
         rt.bulkheads.configure(&next.config.admission);
-        self.snapshot.swap(Arc::new(next))
+        // The switch is runtime state: a reload changes it only when the file's value
+        // changed, so it never silently undoes an operator's POST /super-read-only.
+        let file_value = next.config.guard.super_read_only;
+        let previous = self.snapshot.swap(Arc::new(next));
+        if previous.config.guard.super_read_only != file_value {
+            rt.set_super_read_only(file_value);
+        }
+        previous
     }
 
     /// Probe ejected endpoints and re-resolve DNS names of the live snapshot's pools,

@@ -397,7 +397,9 @@ async fn a_reset_mid_body_fails_the_client_response() {
 
 #[tokio::test]
 async fn a_request_the_upstream_saw_is_never_retried() {
-    let setup = Setup::serve_without_ide().await;
+    // Role ide: writes go to the local application (in role serve the guard would send
+    // an unlisted POST to the ide).
+    let setup = Setup::role(Role::Ide).start().await;
     let fleet = &setup.fleet;
     for method in ["POST", "GET"] {
         let before = fleet.seen().len();
@@ -522,7 +524,7 @@ async fn an_upstream_body_idle_longer_than_timeouts_idle_is_aborted() {
 
 #[tokio::test]
 async fn a_client_body_idle_longer_than_timeouts_idle_gets_408() {
-    let setup = Setup::role(Role::Serve)
+    let setup = Setup::role(Role::Ide)
         .config(|c| c.timeouts.idle = Duration::from_millis(300))
         .start()
         .await;

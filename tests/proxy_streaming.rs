@@ -88,7 +88,8 @@ async fn websocket_echo_through_the_proxy() {
 
 #[tokio::test]
 async fn a_256_mib_upload_streams_through_in_bounded_memory() {
-    let setup = Setup::serve_without_ide().await;
+    // Role ide: the upload is a write to the local application.
+    let setup = Setup::role(Role::Ide).start().await;
     let total = 256 * MIB;
     let max_gap = Arc::new(AtomicU64::new(0));
     let body = counting_upload(total, setup.fleet.state.clone(), max_gap.clone());

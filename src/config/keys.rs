@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{valid_node_id, Config, ConfigError, LogFormat, Role, TlsFiles, UpstreamUrl};
+use super::{
+    valid_node_id, Config, ConfigError, LogFormat, Role, TlsFiles, UnlistedWrites, UpstreamUrl,
+};
 
 /// A value as found, not yet typed.
 pub(super) enum Raw<'v> {
@@ -315,6 +317,32 @@ pub(super) const KEYS: &[Key] = &[
             Some(toml::Value::Table(table))
         },
     },
+    Key {
+        name: "guard.unlisted_writes",
+        env: &["FLEETGATE_GUARD_UNLISTED_WRITES"],
+        set: |d, r| put(&mut d.config.guard.unlisted_writes, unlisted_writes(r)),
+        get: |c| text(c.guard.unlisted_writes.as_str()),
+    },
+    Key {
+        name: "guard.super_read_only",
+        env: &[
+            "FLEETGATE_SUPER_READ_ONLY",
+            "FLEETGATE_GUARD_SUPER_READ_ONLY",
+        ],
+        set: |d, r| put(&mut d.config.guard.super_read_only, boolean(r)),
+        get: |c| flag(c.guard.super_read_only),
+    },
+    Key {
+        name: "guard.retry_after",
+        env: &["FLEETGATE_GUARD_RETRY_AFTER"],
+        set: |d, r| {
+            put(
+                &mut d.config.guard.retry_after,
+                integer(r, 1, 3600, " (seconds)").map(|n| n as u32),
+            )
+        },
+        get: |c| int(c.guard.retry_after as usize),
+    },
 ];
 
 impl Draft {
@@ -445,6 +473,14 @@ fn role(raw: Raw<'_>) -> Result<Role, String> {
     let s = string(raw, "one of serve, ide, worker, all")?;
     Role::parse(s.trim())
         .ok_or_else(|| format!("expected one of serve, ide, worker, all, got {s:?}"))
+}
+
+fn unlisted_writes(raw: Raw<'_>) -> Result<UnlistedWrites, String> {
+    match string(raw, "ide or refuse")?.trim() {
+        "ide" => Ok(UnlistedWrites::Ide),
+        "refuse" => Ok(UnlistedWrites::Refuse),
+        other => Err(format!("expected ide or refuse, got {other:?}")),
+    }
 }
 
 fn log_format(raw: Raw<'_>) -> Result<LogFormat, String> {

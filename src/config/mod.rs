@@ -229,6 +229,46 @@ impl Default for Admission {
     }
 }
 
+/// What the guard does with a write that would reach the fleet only because no rule
+/// matched (or a fleet-ok rule without `writes = "fleet"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlistedWrites {
+    /// Forward it to the ide ("a wasted hop beats lost data").
+    Ide,
+    /// Answer `503` + `Retry-After` + `x-fleetgate-guard: unlisted-write`.
+    Refuse,
+}
+
+impl UnlistedWrites {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnlistedWrites::Ide => "ide",
+            UnlistedWrites::Refuse => "refuse",
+        }
+    }
+}
+
+/// `[guard]`: the super_read_only guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    pub unlisted_writes: UnlistedWrites,
+    /// Refuse every mutating request on this node (the switch's value at start; a
+    /// reload applies it only when it changed in the file).
+    pub super_read_only: bool,
+    /// `Retry-After` on the guard's `503`s, in seconds.
+    pub retry_after: u32,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            unlisted_writes: UnlistedWrites::Ide,
+            super_read_only: false,
+            retry_after: 5,
+        }
+    }
+}
+
 /// The validated configuration of one fleetgate process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -253,6 +293,7 @@ pub struct Config {
     pub reload: Reload,
     pub admin: Admin,
     pub admission: Admission,
+    pub guard: Guard,
 }
 
 impl Default for Config {
@@ -297,6 +338,7 @@ impl Default for Config {
             },
             admin: Admin::default(),
             admission: Admission::default(),
+            guard: Guard::default(),
         }
     }
 }

@@ -15,6 +15,25 @@ use crate::upstream::{Upstream, UpstreamError};
 
 pub const REQUIRED_ROLE: &str = "x-fleetgate-required-role";
 pub const SHED: &str = "x-fleetgate-shed";
+pub const GUARD: &str = "x-fleetgate-guard";
+
+/// Why the super_read_only guard refused a request (`x-fleetgate-guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardReason {
+    /// A write that would reach the fleet only because no rule said it may.
+    UnlistedWrite,
+    /// The node's super_read_only switch is on.
+    SuperReadOnly,
+}
+
+impl GuardReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardReason::UnlistedWrite => "unlisted-write",
+            GuardReason::SuperReadOnly => "super-read-only",
+        }
+    }
+}
 
 /// Why a request was not (fully) proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +48,12 @@ pub enum ProxyError {
     TooManyHops,
     /// This role cannot serve an ide-only request and no ide is configured.
     Misdirected,
+    /// The super_read_only guard refused it (a write). Never forwarded.
+    Guard {
+        reason: GuardReason,
+        /// Seconds (`guard.retry_after`).
+        retry_after: u32,
+    },
     /// Admission control refused it: no slot of the target's bulkhead within the queue
     /// bounds. Never forwarded, its body never read.
     Shed {
@@ -49,7 +74,7 @@ impl ProxyError {
             ProxyError::BadPath(_) | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
             ProxyError::LoopDetected | ProxyError::TooManyHops => StatusCode::LOOP_DETECTED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Shed { .. } | ProxyError::Guard { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Unreachable { .. } | UpstreamError::Failed => {
                     StatusCode::BAD_GATEWAY
@@ -73,6 +98,14 @@ impl ProxyError {
             ProxyError::Misdirected => {
                 "this route needs the ide replica, which this node cannot reach or does not know"
             }
+            ProxyError::Guard { reason, .. } => match reason {
+                GuardReason::UnlistedWrite => {
+                    "this write matches no rule that lets the fleet take it; refused (guard.unlisted_writes = \"refuse\")"
+                }
+                GuardReason::SuperReadOnly => {
+                    "this node is super_read_only: writes are refused while reads keep flowing; retry later"
+                }
+            },
             ProxyError::Shed { reason, .. } => match reason {
                 ShedReason::Global => {
                     "overloaded: every slot of this upstream is taken; retry later"
@@ -157,6 +190,13 @@ impl ProxyError {
             } => {
                 h.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
                 h.insert(SHED, HeaderValue::from_static(reason.as_str()));
+            }
+            ProxyError::Guard {
+                reason,
+                retry_after,
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+                h.insert(GUARD, HeaderValue::from_static(reason.as_str()));
             }
             _ => {}
         }

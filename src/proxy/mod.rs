@@ -6,15 +6,13 @@
 //! loop guard  headers.rs        x-fleetgate-via names this node          508
 //! classify    crate::manifest   compiled manifest, no allocation
 //! target      target.rs         the role table                           421
+//! guard       guard.rs          super_read_only; unlisted writes → ide   503 / 421
 //! ── the stack (tower layers, outermost first) ─────────────────────────────────
 //! admit       admission.rs      a slot of the target's bulkhead, or     503
 //! headers     forward_headers.rs hop-by-hop hygiene, x-forwarded-*, via, traceparent
 //! forward     forward.rs        pool of the target, degrade fallback, tunnels  502 / 504
 //! ── respond   exchange.rs       stamps; metrics and access log when the body ends
 //! ```
-//!
-//! The super_read_only guard will be a layer of the stack, above `admit`, reading its
-//! settings from the request's snapshot.
 //!
 //! [`Proxy::handle`] loads the live snapshot once per request; the request keeps it to
 //! its end, in its [`RequestContext`] (with the routing decision, [`Route`]). Every error
@@ -29,6 +27,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod forward_headers;
+pub mod guard;
 pub mod headers;
 pub mod normalize;
 pub mod target;
@@ -54,7 +53,7 @@ use crate::state::State;
 use crate::upstream::Upstream;
 use admission::{Admission, AdmissionLayer};
 pub use context::{RequestContext, Route};
-pub use error::ProxyError;
+pub use error::{GuardReason, ProxyError};
 pub use exchange::{Body, Exchange};
 use forward::Forward;
 use forward_headers::{ForwardHeaders, ForwardHeadersLayer};
@@ -92,9 +91,8 @@ impl Proxy {
     pub fn new(state: Arc<State>) -> Proxy {
         let rt = &state.runtime;
         let stack = ServiceBuilder::new()
-            // The super_read_only guard goes here, before admission: a refused write must
-            // not take a slot.
-            // Admission first: a shed request is answered before anything is rewritten,
+            // (The guard step, before the stack, has already refused what it refuses: a
+            // refused write never takes a slot.) Admission first: a shed request is answered before anything is rewritten,
             // forwarded or read from its body.
             .layer(AdmissionLayer::new(
                 rt.bulkheads.clone(),
@@ -150,7 +148,7 @@ impl Proxy {
         let Some(target) = target::route(snap.config.role, decision.class, ide_configured) else {
             return ex.reject(ProxyError::Misdirected);
         };
-        let route = Route {
+        let mut route = Route {
             class: decision.class,
             rule_index: decision.rule_index,
             tenant: decision.tenant_at,
@@ -159,6 +157,44 @@ impl Proxy {
             upgrade: headers::is_upgrade_request(parts.version, &parts.headers),
         };
         ex.route = Some(route);
+
+        // guard: writes that a stateless replica would lose go to the ide, or nowhere.
+        let verdict = guard::check(
+            &parts.method,
+            route,
+            decision.rule,
+            snap.config.role,
+            ide_configured,
+            &snap.config.guard,
+            self.state.runtime.super_read_only(),
+        );
+        match verdict {
+            guard::Verdict::Pass => {}
+            guard::Verdict::Redirect(guarded) => {
+                self.guarded(
+                    guard::Action::Redirect,
+                    GuardReason::UnlistedWrite,
+                    &parts.method,
+                    path.path(),
+                    decision.rule,
+                );
+                route = guarded;
+                ex.route = Some(route);
+            }
+            guard::Verdict::Refuse(e, reason) => {
+                self.guarded(
+                    guard::Action::Refuse,
+                    reason,
+                    &parts.method,
+                    path.path(),
+                    decision.rule,
+                );
+                if e == ProxyError::Misdirected {
+                    ex.route = None;
+                }
+                return ex.reject(e);
+            }
+        }
 
         // The decision is made; from here on it travels with the request.
         let client = ClientSide {
@@ -184,6 +220,34 @@ impl Proxy {
             Ok(resp) => ex.respond(resp),
             Err(e) => ex.reject(e),
         }
+    }
+}
+
+impl Proxy {
+    /// Count and log what the guard did to a request.
+    fn guarded(
+        &self,
+        action: guard::Action,
+        reason: GuardReason,
+        method: &http::Method,
+        path: &str,
+        rule: Option<&crate::manifest::Rule>,
+    ) {
+        self.state
+            .runtime
+            .metrics
+            .guard
+            .with_label_values(&[action.as_str(), reason.as_str()])
+            .inc();
+        let rule = rule.map_or_else(|| "(default class)".to_string(), |r| r.location());
+        tracing::info!(
+            action = action.as_str(),
+            reason = reason.as_str(),
+            method = method.as_str(),
+            path,
+            rule = %rule,
+            "guard"
+        );
     }
 }
 
