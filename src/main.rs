@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use fleetgate::cli::canary::{self, CanaryArgs, CanaryFormat};
 use fleetgate::cli::routes::{self, ClassifyArgs, ClassifyInput, DriftArgs, DriftFormat};
 
 #[derive(Parser)]
@@ -40,6 +43,47 @@ enum Command {
     /// Check, query and compare the route manifest.
     #[command(subcommand)]
     Routes(Routes),
+    /// Probe a running deployment: one GET/HEAD per application route, checking that each
+    /// was routed (ide or fleet) as the local manifest says. Never sends a mutating request.
+    ///
+    /// Exit 0 when every probed route matched, 1 on a mismatch, an error or a route without
+    /// routing stamps (unless --allow-unknown), 78 when the manifest or the app routes are
+    /// invalid.
+    Canary {
+        /// The fleetgate to probe: http://host:port (plain http).
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// The manifest directory the expected classes come from.
+        #[arg(long, value_name = "DIR", default_value = "routes")]
+        routes: PathBuf,
+        /// The application's routes: `METHOD /path` lines, or an OpenAPI 3 document (JSON or YAML).
+        #[arg(long, value_name = "FILE")]
+        app_routes: PathBuf,
+        #[arg(long, value_enum, default_value_t = CanaryFormat::Text)]
+        format: CanaryFormat,
+        /// What every {param} and {*rest} of a route is filled with.
+        #[arg(long, value_name = "STR", default_value = canary::DEFAULT_PLACEHOLDER, value_parser = parse_placeholder)]
+        placeholder: String,
+        /// Requests in flight at most.
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
+        /// Requests started per second at most.
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Per-request timeout (connect and response head), in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+        /// A request header sent with every probe, e.g. auth (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = routes::parse_header_arg)]
+        headers: Vec<(String, String)>,
+        /// Routes answered without routing stamps do not fail the run.
+        #[arg(long)]
+        allow_unknown: bool,
+    },
+}
+
+fn parse_placeholder(s: &str) -> Result<String, String> {
+    canary::check_placeholder(s).map(|()| s.to_string())
 }
 
 #[derive(Subcommand)]
@@ -141,6 +185,29 @@ fn main() -> ExitCode {
             lock: lock.as_deref(),
             update: *update,
             format: *format,
+        }),
+        Command::Canary {
+            target,
+            routes,
+            app_routes,
+            format,
+            placeholder,
+            concurrency,
+            rate,
+            timeout,
+            headers,
+            allow_unknown,
+        } => canary::canary(CanaryArgs {
+            target: target.clone(),
+            routes: routes.clone(),
+            app_routes: app_routes.clone(),
+            format: *format,
+            placeholder: placeholder.clone(),
+            concurrency: usize::from(*concurrency),
+            rate: *rate,
+            timeout: Duration::from_millis(*timeout),
+            headers: headers.clone(),
+            allow_unknown: *allow_unknown,
         }),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -29,7 +29,7 @@ use crate::manifest::{
     is_header_name, is_token, Diagnostic, HeaderSource, Manifest, RequestParts, Severity,
 };
 
-fn plural(n: usize, word: &str) -> String {
+pub(super) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {
@@ -50,7 +50,7 @@ fn output_failed(e: io::Error) -> i32 {
 }
 
 /// Write `text` to stdout and return `code`, or the exit code for an output error.
-fn print_stdout(text: &str, code: i32) -> i32 {
+pub(super) fn print_stdout(text: &str, code: i32) -> i32 {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -105,7 +105,7 @@ pub fn check(dir: &Path, deny_warnings: bool) -> i32 {
 
 /// Load the manifest for `classify` and `drift`; one that does not load is printed on
 /// stderr and is a configuration error.
-fn load(dir: &Path) -> Result<Manifest, i32> {
+pub(super) fn load(dir: &Path) -> Result<Manifest, i32> {
     Manifest::load_dir(dir).map_err(|e| {
         for d in &e.diagnostics {
             eprintln!("{d}");
@@ -348,7 +348,7 @@ pub struct DriftArgs<'a> {
 }
 
 /// Read a `drift` input file; one that cannot be read is a configuration error.
-fn read_input(path: &Path, name: &str, what: &str) -> Result<String, i32> {
+pub(super) fn read_input(path: &Path, name: &str, what: &str) -> Result<String, i32> {
     fs::read_to_string(path).map_err(|e| {
         eprintln!("{name}: error: cannot read {what}: {e}");
         exit::CONFIG
@@ -356,7 +356,7 @@ fn read_input(path: &Path, name: &str, what: &str) -> Result<String, i32> {
 }
 
 /// A malformed `drift` input: its diagnostic on stderr, a configuration error.
-fn input_error(d: Diagnostic) -> i32 {
+pub(super) fn input_error(d: Diagnostic) -> i32 {
     eprintln!("{d}");
     exit::CONFIG
 }
@@ -557,7 +557,7 @@ fn drift_text(ctx: &DriftContext<'_>, result: &Drift) -> String {
 
 /// Escape text for XML 1.0 content and attributes; characters XML 1.0 cannot carry
 /// (most control characters) become U+FFFD.
-fn xml_escape(s: &str) -> String {
+pub(super) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
