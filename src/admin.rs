@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::health::{admission_json, json_bytes, probe, VERSION};
+use crate::health::{admission_json, json_bytes, probe, version_json};
 use crate::manifest::{Condition, Manifest, Writes};
 use crate::reload::{Reloader, Trigger};
 use crate::state::{AdminToken, State};
@@ -135,7 +135,7 @@ pub async fn handle(
         "/version" => respond(
             StatusCode::OK,
             "application/json",
-            json_bytes(&json!({ "name": "fleetgate", "version": VERSION })),
+            json_bytes(&version_json(state)),
         ),
         "/routes" => respond(
             StatusCode::OK,

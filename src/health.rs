@@ -2,8 +2,10 @@
 //! or an operator. Answered by fleetgate itself, on the admin listener and on the data
 //! listener alike, never forwarded and never shed.
 //!
-//! * `/readyz`: `200 {"ready":true,"status":"ok"}` while serving; `503` while starting
-//!   and from the moment a shutdown begins (so a load balancer drains this node).
+//! * `/readyz`: `200 {"ready":true,"status":"ok"}` while serving; `503` while starting,
+//!   from the moment a shutdown begins (so a load balancer drains this node), and, with
+//!   `readiness_on_skew = "fail"`, while a trusted peer with another manifest digest was
+//!   seen in the last 5 minutes (`"status":"version_skew"`).
 //! * `/healthz`: always `200` while the process answers; the role, the node, the live
 //!   manifest (digest, when it was loaded, the snapshot serial), the last reload error
 //!   when the latest reload failed, the super_read_only switch, admission (each bulkhead and its busiest tenants),
@@ -15,10 +17,30 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Value};
 
+use crate::config::SkewPolicy;
 use crate::state::{Phase, State};
 use crate::upstream::Pool;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit this binary was built from (`unknown` outside git), from build.rs.
+pub const COMMIT: &str = env!("FLEETGATE_COMMIT");
+/// When this binary was built (UTC, RFC 3339), from build.rs.
+pub const BUILT_AT: &str = env!("FLEETGATE_BUILT_AT");
+
+/// `GET /version`.
+pub fn version_json(state: &State) -> Value {
+    let snap = state.snapshot();
+    json!({
+        "service": "fleetgate",
+        "version": VERSION,
+        "commit": COMMIT,
+        "built_at": BUILT_AT,
+        "generation": snap.config.generation,
+        "node_id": snap.config.node_id,
+        "role": snap.config.role.as_str(),
+        "manifest_digest": snap.manifest.digest(),
+    })
+}
 
 /// The answer to a probe path: `(status, JSON body)`; `None` for other paths.
 pub fn probe(state: &State, path: &str) -> Option<(StatusCode, Bytes)> {
@@ -26,15 +48,17 @@ pub fn probe(state: &State, path: &str) -> Option<(StatusCode, Bytes)> {
         "/healthz" => Some((StatusCode::OK, json_bytes(&healthz(state)))),
         "/readyz" => {
             let phase = state.runtime.phase();
-            let ready = phase == Phase::Ready;
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+            let skew_fails = state.snapshot().config.readiness_on_skew == SkewPolicy::Fail
+                && state.runtime.skew.recent().iter().any(|p| p.trusted);
+            let ready = phase == Phase::Ready && !skew_fails;
+            let (status, word) = match (ready, phase) {
+                (true, _) => (StatusCode::OK, phase.as_str()),
+                (false, Phase::Ready) => (StatusCode::SERVICE_UNAVAILABLE, "version_skew"),
+                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, phase.as_str()),
             };
             Some((
                 status,
-                json_bytes(&json!({ "ready": ready, "status": phase.as_str() })),
+                json_bytes(&json!({ "ready": ready, "status": word })),
             ))
         }
         _ => None,
@@ -95,6 +119,7 @@ pub fn admission_json(state: &State, top: usize) -> Value {
 
 fn healthz(state: &State) -> Value {
     let snap = state.snapshot();
+    let peers = state.runtime.skew.recent();
     let reload = state.runtime.reload_status();
     let last_reload_error = reload.last_error.as_ref().map(|message| {
         json!({
@@ -118,6 +143,21 @@ fn healthz(state: &State) -> Value {
         },
         "last_reload_error": last_reload_error,
         "super_read_only": state.runtime.super_read_only(),
+        "generation": snap.config.generation,
+        "version_skew": !peers.is_empty(),
+        "skew": {
+            "readiness_on_skew": snap.config.readiness_on_skew.as_str(),
+            "window_seconds": crate::state::SKEW_WINDOW.as_secs(),
+            "peers": peers.iter().map(|p| json!({
+                "digest": p.digest,
+                "generation": p.generation,
+                "address": p.address.to_string(),
+                "trusted": p.trusted,
+                "requests": p.requests,
+                "first_seen": httpdate::fmt_http_date(p.first_seen),
+                "last_seen": httpdate::fmt_http_date(p.last_seen),
+            })).collect::<Vec<_>>(),
+        },
         "admission": admission_json(state, 5),
         "upstreams": {
             "fleet": pool_json(&snap.fleet),

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub guard: IntCounterVec,
     /// `fleetgate_super_read_only`: 1 while the switch is on.
     pub super_read_only: IntGauge,
+    /// `fleetgate_version_skew`: 1 while a peer with another manifest digest was seen in
+    /// the last 5 minutes (set when scraped).
+    pub version_skew: IntGauge,
+    /// `fleetgate_skewed_requests_total`: requests that carried another manifest digest.
+    pub skewed_requests: prometheus::IntCounter,
     /// `fleetgate_manifest_info{digest}`: 1 for the live digest, no other series.
     manifest_info: IntGaugeVec,
     /// The digest `manifest_info` shows (to remove its series on a change).
@@ -161,6 +166,16 @@ impl Metrics {
             "1 while this node's super_read_only switch is on (writes refused).",
         )
         .expect("valid metric");
+        let version_skew = IntGauge::new(
+            "fleetgate_version_skew",
+            "1 while a request carrying another manifest digest was seen in the last 5 minutes.",
+        )
+        .expect("valid metric");
+        let skewed_requests = prometheus::IntCounter::new(
+            "fleetgate_skewed_requests_total",
+            "Requests from another fleetgate whose manifest digest differs from this node's.",
+        )
+        .expect("valid metric");
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
@@ -180,6 +195,8 @@ impl Metrics {
             Box::new(tenants_active.clone()),
             Box::new(guard.clone()),
             Box::new(super_read_only.clone()),
+            Box::new(version_skew.clone()),
+            Box::new(skewed_requests.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -199,6 +216,8 @@ impl Metrics {
             tenants_active,
             guard,
             super_read_only,
+            version_skew,
+            skewed_requests,
             manifest_info,
             manifest_digest: Mutex::new(String::new()),
         }

@@ -100,6 +100,8 @@ pub struct NodeHeaders {
     pub via_2: HeaderValue,
     /// The manifest digest, for `x-fleetgate-manifest`.
     pub manifest: HeaderValue,
+    /// `generation`, for `x-fleetgate-generation`.
+    pub generation: HeaderValue,
     pub max_hops: usize,
     /// `response_stamps`
     pub stamps: bool,
@@ -117,6 +119,7 @@ impl NodeHeaders {
             via_11: hv(format!("1.1 {id}")),
             via_2: hv(format!("2 {id}")),
             manifest: hv(digest.to_string()),
+            generation: hv(config.generation.clone()),
             max_hops: config.limits.max_hops,
             stamps: config.response_stamps,
         }
@@ -208,6 +211,91 @@ impl Bulkheads {
     }
 }
 
+/// One peer manifest seen on incoming requests that differs from ours.
+#[derive(Debug, Clone)]
+pub struct SkewedPeer {
+    pub digest: String,
+    pub generation: String,
+    /// The last address it came from.
+    pub address: std::net::IpAddr,
+    /// Inside `trusted_peers` (only these can fail readiness).
+    pub trusted: bool,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub requests: u64,
+}
+
+/// Peers whose manifest digest differs from ours, seen in the last [`SKEW_WINDOW`]:
+/// bounded ([`SKEW_PEERS`] entries, the least recently seen evicted).
+#[derive(Default)]
+pub struct SkewTracker {
+    peers: Mutex<Vec<SkewedPeer>>,
+}
+
+/// How long a skewed peer counts after it was last seen.
+pub const SKEW_WINDOW: Duration = Duration::from_secs(300);
+/// At most this many (digest, generation) pairs are kept.
+pub const SKEW_PEERS: usize = 32;
+
+impl SkewTracker {
+    /// A request arrived with another fleetgate's manifest `digest` and `generation`.
+    pub fn record(&self, digest: &str, generation: &str, address: std::net::IpAddr, trusted: bool) {
+        let now = SystemTime::now();
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = peers
+            .iter_mut()
+            .find(|p| p.digest == digest && p.generation == generation)
+        {
+            p.last_seen = now;
+            p.requests += 1;
+            p.address = address;
+            p.trusted |= trusted;
+            return;
+        }
+        if peers.len() >= SKEW_PEERS {
+            if let Some(oldest) = peers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, p)| p.last_seen)
+                .map(|(i, _)| i)
+            {
+                peers.swap_remove(oldest);
+            }
+        }
+        peers.push(SkewedPeer {
+            digest: digest.to_string(),
+            generation: generation.to_string(),
+            address,
+            trusted,
+            first_seen: now,
+            last_seen: now,
+            requests: 1,
+        });
+    }
+
+    /// The peers seen within the window, most recent first (older ones are dropped).
+    pub fn recent(&self) -> Vec<SkewedPeer> {
+        let now = SystemTime::now();
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.retain(|p| {
+            now.duration_since(p.last_seen)
+                .is_ok_and(|age| age <= SKEW_WINDOW)
+                || p.last_seen > now
+        });
+        let mut out = peers.clone();
+        out.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
+        out
+    }
+
+    /// Forget every peer (the manifest changed: old skew no longer applies).
+    pub fn clear(&self) {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// Runtime state that survives every snapshot swap.
 pub struct Runtime {
     pub metrics: Arc<Metrics>,
@@ -215,6 +303,8 @@ pub struct Runtime {
     pub bulkheads: Arc<Bulkheads>,
     /// The super_read_only switch (see [`Runtime::set_super_read_only`]).
     super_read_only: AtomicBool,
+    /// Peers seen with another manifest digest (version skew).
+    pub skew: SkewTracker,
     /// The shared upstream client: keep-alive connections and open tunnels.
     pub client: Arc<UpstreamClient>,
     phase: AtomicU8,
@@ -227,6 +317,7 @@ impl Runtime {
             client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone())),
             bulkheads: Arc::new(Bulkheads::default()),
             super_read_only: AtomicBool::new(false),
+            skew: SkewTracker::default(),
             metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_status: Mutex::new(ReloadStatus::default()),
@@ -271,6 +362,8 @@ impl Runtime {
     /// Set the admission gauges from the bulkheads (before the metrics are rendered).
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
+        m.version_skew
+            .set(i64::from(!self.skew.recent().is_empty()));
         for upstream in [Upstream::Fleet, Upstream::Ide] {
             let label = [upstream.as_str()];
             match self.bulkheads.get(upstream) {
@@ -337,6 +430,10 @@ impl State {
         let previous = self.snapshot.swap(Arc::new(next));
         if previous.config.guard.super_read_only != file_value {
             rt.set_super_read_only(file_value);
+        }
+        if previous.manifest.digest() != self.snapshot.load().manifest.digest() {
+            // Our own manifest changed: what was skew may now be agreement.
+            rt.skew.clear();
         }
         previous
     }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    valid_node_id, Config, ConfigError, LogFormat, Role, TlsFiles, UnlistedWrites, UpstreamUrl,
+    valid_node_id, Config, ConfigError, LogFormat, Role, SkewPolicy, TlsFiles, UnlistedWrites,
+    UpstreamUrl,
 };
 
 /// A value as found, not yet typed.
@@ -115,6 +116,31 @@ pub(super) const KEYS: &[Key] = &[
         env: &["FLEETGATE_ALLOW_ENCODED_SLASH"],
         set: |d, r| put(&mut d.config.allow_encoded_slash, boolean(r)),
         get: |c| flag(c.allow_encoded_slash),
+    },
+    Key {
+        name: "generation",
+        env: &["FLEETGATE_GENERATION"],
+        set: |d, r| put(&mut d.config.generation, generation(r)),
+        get: |c| text(&c.generation),
+    },
+    Key {
+        name: "readiness_on_skew",
+        env: &["FLEETGATE_READINESS_ON_SKEW"],
+        set: |d, r| put(&mut d.config.readiness_on_skew, skew_policy(r)),
+        get: |c| text(c.readiness_on_skew.as_str()),
+    },
+    Key {
+        name: "trusted_peers",
+        env: &["FLEETGATE_TRUSTED_PEERS"],
+        set: |d, r| put(&mut d.config.trusted_peers, cidr_list(r)),
+        get: |c| {
+            Some(toml::Value::Array(
+                c.trusted_peers
+                    .iter()
+                    .map(|n| toml::Value::String(n.to_string()))
+                    .collect(),
+            ))
+        },
     },
     Key {
         name: "upstreams.fleet",
@@ -361,6 +387,13 @@ impl Draft {
     /// first `tls` key came from.
     pub fn finish(self, tls_origin: Option<String>) -> Result<Config, ConfigError> {
         let mut config = self.config;
+        if config.readiness_on_skew == SkewPolicy::Fail && config.trusted_peers.is_empty() {
+            return Err(ConfigError {
+                origin: config.origin(),
+                key: "readiness_on_skew".to_string(),
+                message: "\"fail\" needs trusted_peers: otherwise any client could take this node out of rotation by sending another manifest digest".to_string(),
+            });
+        }
         let a = &config.admission;
         if a.retry_after_min > a.retry_after_max {
             return Err(ConfigError {
@@ -473,6 +506,62 @@ fn role(raw: Raw<'_>) -> Result<Role, String> {
     let s = string(raw, "one of serve, ide, worker, all")?;
     Role::parse(s.trim())
         .ok_or_else(|| format!("expected one of serve, ide, worker, all, got {s:?}"))
+}
+
+fn generation(raw: Raw<'_>) -> Result<String, String> {
+    let s = string(raw, "a generation like \"2026-11-30.3\"")?;
+    let s = s.trim().to_string();
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'+'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(format!(
+            "expected a generation of letters, digits, '.', '-', '_', ':' or '+' (1-64 bytes), got {s:?}"
+        ))
+    }
+}
+
+fn skew_policy(raw: Raw<'_>) -> Result<SkewPolicy, String> {
+    match string(raw, "report or fail")?.trim() {
+        "report" => Ok(SkewPolicy::Report),
+        "fail" => Ok(SkewPolicy::Fail),
+        other => Err(format!("expected report or fail, got {other:?}")),
+    }
+}
+
+/// A list of CIDRs (`["10.0.0.0/8", "fd00::/8"]`; comma-separated in the environment); a
+/// bare address is a /32 (or /128).
+fn cidr_list(raw: Raw<'_>) -> Result<Vec<ipnet::IpNet>, String> {
+    const EXPECTED: &str = "expected a list of CIDRs like [\"10.0.0.0/8\"]";
+    let items: Vec<String> = match raw {
+        Raw::Env(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Raw::File(toml::Value::Array(a), _) => a
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!("{EXPECTED}, got {}", describe(other))),
+            })
+            .collect::<Result<_, _>>()?,
+        Raw::File(v, _) => return Err(format!("{EXPECTED}, got {}", describe(v))),
+    };
+    items
+        .iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| format!("{EXPECTED}, got {s:?}"))
+        })
+        .collect()
 }
 
 fn unlisted_writes(raw: Raw<'_>) -> Result<UnlistedWrites, String> {

@@ -269,6 +269,24 @@ impl Default for Guard {
     }
 }
 
+/// What a detected version skew does to readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkewPolicy {
+    /// Report it (`/healthz`, `fleetgate_version_skew`); readiness is unaffected.
+    Report,
+    /// Also fail `/readyz` while a trusted peer with another manifest digest was seen.
+    Fail,
+}
+
+impl SkewPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkewPolicy::Report => "report",
+            SkewPolicy::Fail => "fail",
+        }
+    }
+}
+
 /// The validated configuration of one fleetgate process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -294,6 +312,13 @@ pub struct Config {
     pub admin: Admin,
     pub admission: Admission,
     pub guard: Guard,
+    /// This deployment's generation (`FLEETGATE_GENERATION`, set per deploy): sent on
+    /// forwarded requests as `x-fleetgate-generation`, shown by `/version`.
+    pub generation: String,
+    /// `readiness_on_skew`
+    pub readiness_on_skew: SkewPolicy,
+    /// Peers whose manifest digest may fail readiness (`trusted_peers`, CIDRs).
+    pub trusted_peers: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -339,6 +364,9 @@ impl Default for Config {
             admin: Admin::default(),
             admission: Admission::default(),
             guard: Guard::default(),
+            generation: "unknown".to_string(),
+            readiness_on_skew: SkewPolicy::Report,
+            trusted_peers: Vec::new(),
         }
     }
 }

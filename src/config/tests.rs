@@ -570,3 +570,24 @@ fn admission_values_are_validated() {
     let e = parse("[admission]\nmax_inflght = 3\n").unwrap_err();
     assert!(e.to_string().contains("unknown key `max_inflght`"), "{e}");
 }
+
+#[test]
+fn readiness_on_skew_fail_needs_trusted_peers() {
+    let e = parse("readiness_on_skew = \"fail\"\n").unwrap_err();
+    assert_eq!(e.key, "readiness_on_skew", "{e}");
+    assert!(e.message.contains("trusted_peers"), "{e}");
+    let c = parse(
+        "readiness_on_skew = \"fail\"\ntrusted_peers = [\"10.1.0.0/16\", \"192.0.2.7\"]\ngeneration = \"g-7\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.readiness_on_skew, SkewPolicy::Fail);
+    assert_eq!(c.trusted_peers.len(), 2);
+    assert!(c.trusted_peers[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
+    assert_eq!(c.generation, "g-7");
+    let back = Config::from_toml("p.toml", &c.to_toml(), &|_| None).unwrap();
+    assert_eq!(back.trusted_peers, c.trusted_peers);
+    let e = parse("trusted_peers = [\"10.1.0.0/33\"]\n").unwrap_err();
+    assert_eq!(e.key, "trusted_peers", "{e}");
+    let e = parse("generation = \"a b\"\n").unwrap_err();
+    assert_eq!(e.key, "generation", "{e}");
+}

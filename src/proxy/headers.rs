@@ -18,6 +18,7 @@ pub use crate::state::NodeHeaders;
 
 pub const X_FLEETGATE_VIA: HeaderName = HeaderName::from_static("x-fleetgate-via");
 pub const X_FLEETGATE_MANIFEST: HeaderName = HeaderName::from_static("x-fleetgate-manifest");
+pub const X_FLEETGATE_GENERATION: HeaderName = HeaderName::from_static("x-fleetgate-generation");
 pub const X_FLEETGATE_TARGET: HeaderName = HeaderName::from_static("x-fleetgate-target");
 pub const X_FLEETGATE_SERVED_BY: HeaderName = HeaderName::from_static("x-fleetgate-served-by");
 pub const X_FLEETGATE_FORWARDED_VIA: HeaderName =
@@ -160,6 +161,7 @@ pub fn prepare_upstream_request(
     }
     append_list(headers, X_FLEETGATE_VIA, &node.node);
     headers.insert(X_FLEETGATE_MANIFEST, node.manifest.clone());
+    headers.insert(X_FLEETGATE_GENERATION, node.generation.clone());
 }
 
 /// `x-forwarded-for: <existing>, <client ip>` as one line.

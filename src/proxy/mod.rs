@@ -134,6 +134,19 @@ impl Proxy {
             return ex.reject(e);
         }
 
+        // skew: a request from another fleetgate names its manifest; a different one means
+        // a rollout is half done (reported, see crate::health).
+        if let Some(peer) = parts.headers.get(&headers::X_FLEETGATE_MANIFEST) {
+            if peer != snap.node.manifest {
+                self.skewed(
+                    peer,
+                    parts.headers.get(&headers::X_FLEETGATE_GENERATION),
+                    conn,
+                    &snap,
+                );
+            }
+        }
+
         // classify (no allocation).
         let decision = snap.manifest.classify(&RequestParts {
             method: parts.method.as_str(),
@@ -224,6 +237,27 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Record a request that carried another fleetgate's manifest digest.
+    fn skewed(
+        &self,
+        digest: &HeaderValue,
+        generation: Option<&HeaderValue>,
+        conn: &ConnInfo,
+        snap: &crate::state::Snapshot,
+    ) {
+        let rt = &self.state.runtime;
+        rt.metrics.skewed_requests.inc();
+        let ip = conn.remote.ip();
+        let trusted = snap.config.trusted_peers.iter().any(|n| n.contains(&ip));
+        let text = |v: &HeaderValue| {
+            let s = v.to_str().unwrap_or("(not text)");
+            // Bounded: a client could send anything.
+            s.get(..s.len().min(80)).unwrap_or(s).to_string()
+        };
+        let generation = generation.map_or_else(|| "unknown".to_string(), text);
+        rt.skew.record(&text(digest), &generation, ip, trusted);
+    }
+
     /// Count and log what the guard did to a request.
     fn guarded(
         &self,
