@@ -1,9 +1,11 @@
 //! Drift: compare the manifest with the application's real route list.
 //!
 //! The application's routes come as a plain list (`METHOD /path` per line, in the
-//! router styles `{id}`, `:id`, `<id>`, `<int:id>`, `*rest`) or as an OpenAPI 3
-//! document (JSON or YAML); [`parse_app_routes`] turns either into [`AppRoute`]s with
-//! `{param}` / `{*rest}` patterns. [`check`] then reports:
+//! router styles `{id}`, `:id`, `<id>`, `<int:id>`, `*rest`), as an OpenAPI 3
+//! document (JSON or YAML), or as observed at run time: the unlisted-requests table the
+//! admin listener serves at `GET /routes/unlisted` (see `crate::unlisted`).
+//! [`parse_app_routes`] turns each into [`AppRoute`]s with `{param}` / `{*rest}`
+//! patterns, and [`merge_app_routes`] merges several inputs. [`check`] then reports:
 //!
 //! * **stale** — a rule that matches no application route (methods intersect, with GET
 //!   implying HEAD, and the two patterns can match a common path);
