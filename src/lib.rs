@@ -7,7 +7,8 @@
 //!
 //! 1. **model**, no network: [`config`] (file + environment), [`manifest`] (load,
 //!    compile, classify, drift), [`path`] (normalization), [`tls`] (certificate loading),
-//!    [`metrics`], [`logging`].
+//!    [`metrics`], [`logging`], [`unlisted`] (the top-K table of requests no rule
+//!    matched, and their path shapes).
 //! 2. **runtime**: [`upstream`] (pools, endpoint health, the client), [`admission`]
 //!    (bulkheads: fair per-tenant slots, queueing, shedding), [`body`] (streaming
 //!    bodies), [`state`] (the swappable `Snapshot` and the runtime state that survives a
@@ -41,4 +42,5 @@ pub mod state;
 #[cfg(any(test, fuzzing))]
 pub mod testing;
 pub mod tls;
+pub mod unlisted;
 pub mod upstream;

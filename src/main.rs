@@ -131,9 +131,11 @@ enum Routes {
         /// The manifest directory.
         #[arg(long, value_name = "DIR", default_value = "routes")]
         routes: PathBuf,
-        /// The application's routes: `METHOD /path` lines, or an OpenAPI 3 document (JSON or YAML).
-        #[arg(long, value_name = "FILE")]
-        app_routes: PathBuf,
+        /// The application's routes: `METHOD /path` lines, an OpenAPI 3 document (JSON or
+        /// YAML), or the JSON of the admin listener's `GET /routes/unlisted`. Repeatable: the
+        /// routes of every file are checked together.
+        #[arg(long, value_name = "FILE", required = true)]
+        app_routes: Vec<PathBuf>,
         /// The lock file [default: DIR/app-routes.lock, used when it exists].
         #[arg(long, value_name = "FILE")]
         lock: Option<PathBuf>,

@@ -11,7 +11,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "model",
         &[
-            "config", "manifest", "path", "tls", "metrics", "logging", "testing",
+            "config", "manifest", "path", "tls", "metrics", "logging", "testing", "unlisted",
         ],
     ),
     (

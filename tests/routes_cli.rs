@@ -849,3 +849,146 @@ fn drift_input_errors_exit_78_with_file_and_line() {
         2
     );
 }
+
+/// The admin listener's `GET /routes/unlisted` JSON, captured to a file, is checked
+/// together with the application's route list: what the manifest does not know is
+/// unreviewed, named by the JSON file.
+#[test]
+fn drift_reads_a_captured_unlisted_table_next_to_the_route_list() {
+    use fleetgate::unlisted::{path_shape, ShapeBuf, UnlistedTable};
+
+    let dir = scratch("drift-unlisted");
+    manifest(&dir, &[("a.toml", WS)]);
+    let app = "POST /api/{ws}/search\nPOST /api/{ws}/git/{*rest}\nGET /api/{ws}/git/reviews\nGET /api/{ws}/tree\n";
+    fs::write(dir.join("app.txt"), app).unwrap();
+    let o = fleetgate_in(
+        &dir,
+        &["routes", "drift", "--app-routes", "app.txt", "--update"],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+
+    // What the data path records for requests that match no rule.
+    let table = UnlistedTable::new(16);
+    let mut buf = ShapeBuf::new();
+    for (method, path, times) in [
+        ("POST", "/api/w1/exports/e1", 12),
+        ("GET", "/api/w1/tree", 5), // a listed route whose class is the default
+        ("DELETE", "/api/w2/exports/e9/", 1),
+    ] {
+        for _ in 0..times {
+            table.record(method, path_shape(path, &mut buf));
+        }
+    }
+    fs::write(
+        dir.join("unlisted.json"),
+        serde_json::to_string_pretty(&table.to_json()).unwrap(),
+    )
+    .unwrap();
+
+    let args = [
+        "routes",
+        "drift",
+        "--app-routes",
+        "app.txt",
+        "--app-routes",
+        "unlisted.json",
+    ];
+    let o = fleetgate_in(&dir, &args, None);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "unlisted.json: unreviewed: POST /api/{p1}/exports/{p2} is not in routes/app-routes.lock; it would be fleet-ok (default)\n\
+         unlisted.json: unreviewed: DELETE /api/{p1}/exports/{p2} is not in routes/app-routes.lock; it would be fleet-ok (default)\n\
+         drift: 0 stale, 0 partial, 2 unreviewed, 0 changed (6 app routes, 3 rules, lock routes/app-routes.lock)\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "note: unlisted.json: 1 observed route covered by declared routes, not checked again\n"
+    );
+
+    let o = fleetgate_in(&dir, &[&args[..], &["--format", "json"]].concat(), None);
+    assert_eq!(
+        json(&stdout(&o))["unreviewed"],
+        serde_json::json!([
+            {"method": "POST", "route": "/api/{p1}/exports/{p2}", "class": "fleet-ok", "rule": "default"},
+            {"method": "DELETE", "route": "/api/{p1}/exports/{p2}", "class": "fleet-ok", "rule": "default"}
+        ])
+    );
+
+    let o = fleetgate_in(&dir, &[&args[..], &["--format", "junit"]].concat(), None);
+    let xml = stdout(&o);
+    assert!(
+        xml.contains("<testsuite name=\"drift app.txt, unlisted.json\" tests=\"6\" failures=\"2\""),
+        "{xml}"
+    );
+    assert!(xml.contains("<testcase classname=\"unlisted.json\" name=\"POST /api/{p1}/exports/{p2}\" file=\"unlisted.json\">"), "{xml}");
+    assert!(xml.contains("<testcase classname=\"app.txt\" name=\"GET /api/{ws}/tree\" file=\"app.txt\" line=\"4\"/>"), "{xml}");
+
+    // The same route in two files is checked once, from the first file.
+    fs::write(
+        dir.join("more.txt"),
+        "GET /api/{id}/tree\nPUT /api/{ws}/tree\n",
+    )
+    .unwrap();
+    let o = fleetgate_in(
+        &dir,
+        &[
+            "routes",
+            "drift",
+            "--app-routes",
+            "app.txt",
+            "--app-routes",
+            "more.txt",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout(&o),
+        "more.txt:2: unreviewed: PUT /api/{ws}/tree is not in routes/app-routes.lock; it would be fleet-ok (default)\n\
+         drift: 0 stale, 0 partial, 1 unreviewed, 0 changed (5 app routes, 3 rules, lock routes/app-routes.lock)\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "note: more.txt: 1 route already given by an earlier --app-routes file\n"
+    );
+
+    // Every file must be readable and well-formed.
+    let o = fleetgate_in(
+        &dir,
+        &[
+            "routes",
+            "drift",
+            "--app-routes",
+            "app.txt",
+            "--app-routes",
+            "gone.json",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 78);
+    assert!(
+        stderr(&o).starts_with("gone.json: error: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(dir.join("bad.json"), r#"{"routes": [{"path": "/a"}]}"#).unwrap();
+    let o = fleetgate_in(
+        &dir,
+        &[
+            "routes",
+            "drift",
+            "--app-routes",
+            "app.txt",
+            "--app-routes",
+            "bad.json",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 78);
+    assert!(
+        stderr(&o).starts_with("bad.json:1: error: expected an unlisted-routes table (GET /routes/unlisted): missing field `method`"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -16,6 +16,7 @@
 //! (manifest diagnostics, input errors, notes) on stderr, so stdout stays parseable.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufWriter, Write};
@@ -340,7 +341,10 @@ pub enum DriftFormat {
 
 pub struct DriftArgs<'a> {
     pub routes: &'a Path,
-    pub app_routes: &'a Path,
+    /// One or more route inputs (`--app-routes`, repeatable): route lists, OpenAPI
+    /// documents, unlisted-requests tables. Merged in order by
+    /// [`drift::merge_app_routes`].
+    pub app_routes: &'a [PathBuf],
     /// Default: `ROUTES/app-routes.lock`, used when it exists (always by `--update`).
     pub lock: Option<&'a Path>,
     pub update: bool,
@@ -367,15 +371,39 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let app_name = args.app_routes.display().to_string();
-    let app_text = match read_input(args.app_routes, &app_name, "the application's routes") {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let routes = match drift::parse_app_routes(&app_name, &app_text) {
-        Ok(r) => r,
-        Err(d) => return input_error(d),
-    };
+    let app_names: Vec<String> = args
+        .app_routes
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut inputs = Vec::with_capacity(app_names.len());
+    for (path, name) in args.app_routes.iter().zip(&app_names) {
+        let text = match read_input(path, name, "the application's routes") {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        match drift::parse_app_routes(name, &text) {
+            Ok(r) => inputs.push(r),
+            Err(d) => return input_error(d),
+        }
+    }
+    let merged = drift::merge_app_routes(inputs);
+    for (k, name) in app_names.iter().enumerate() {
+        let (covered, duplicates) = (merged.covered[k], merged.duplicates[k]);
+        if covered > 0 {
+            eprintln!(
+                "note: {name}: {} covered by declared routes, not checked again",
+                plural(covered, "observed route")
+            );
+        }
+        if duplicates > 0 {
+            eprintln!(
+                "note: {name}: {} already given by an earlier --app-routes file",
+                plural(duplicates, "route")
+            );
+        }
+    }
+    let routes = merged.routes;
 
     let lock_path: PathBuf = args
         .lock
@@ -419,7 +447,12 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
 
     let ctx = DriftContext {
         manifest: &m,
-        app_name: &app_name,
+        app_names: &app_names,
+        source: routes
+            .iter()
+            .zip(&merged.source)
+            .map(|(r, &k)| ((r.method.as_str(), r.path.as_str()), k))
+            .collect(),
         lock_name: (args.update || lock.is_some()).then_some(lock_name.as_str()),
     };
     let text = match args.format {
@@ -441,18 +474,29 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
 
 struct DriftContext<'a> {
     manifest: &'a Manifest,
-    app_name: &'a str,
+    /// The `--app-routes` files, in order.
+    app_names: &'a [String],
+    /// `(method, route)` -> index in `app_names` of the file the route came from
+    /// (merged routes are unique by method and route).
+    source: HashMap<(&'a str, &'a str), usize>,
     /// The lock file compared with (or written), if any.
     lock_name: Option<&'a str>,
 }
 
 impl DriftContext<'_> {
+    /// The file a route came from.
+    fn file_of(&self, method: &str, route: &str) -> &str {
+        let k = self.source.get(&(method, route)).copied().unwrap_or(0);
+        self.app_names.get(k).map_or("", String::as_str)
+    }
+
     /// `app-routes.txt:12` (or just the file when the line is unknown).
-    fn at(&self, line: u32) -> String {
+    fn at(&self, method: &str, route: &str, line: u32) -> String {
+        let file = self.file_of(method, route);
         if line > 0 {
-            format!("{}:{line}", self.app_name)
+            format!("{file}:{line}")
         } else {
-            self.app_name.to_string()
+            file.to_string()
         }
     }
 }
@@ -489,7 +533,7 @@ fn findings(ctx: &DriftContext<'_>, report: &Report) -> Vec<Finding> {
             .map(|(v, c)| format!("{v} -> {c}"))
             .collect();
         out.push(Finding {
-            at: ctx.at(p.line),
+            at: ctx.at(&p.method, &p.route, p.line),
             kind: "partial",
             route: Some((p.method.clone(), p.route.clone())),
             message: format!(
@@ -504,7 +548,7 @@ fn findings(ctx: &DriftContext<'_>, report: &Report) -> Vec<Finding> {
     }
     for u in &report.unreviewed {
         out.push(Finding {
-            at: ctx.at(u.line),
+            at: ctx.at(&u.method, &u.route, u.line),
             kind: "unreviewed",
             route: Some((u.method.clone(), u.route.clone())),
             message: format!(
@@ -515,7 +559,7 @@ fn findings(ctx: &DriftContext<'_>, report: &Report) -> Vec<Finding> {
     }
     for c in &report.changed {
         out.push(Finding {
-            at: ctx.at(c.line),
+            at: ctx.at(&c.method, &c.route, c.line),
             kind: "changed",
             route: Some((c.method.clone(), c.route.clone())),
             message: format!(
@@ -622,10 +666,11 @@ fn drift_junit(ctx: &DriftContext<'_>, result: &Drift) -> String {
                     .is_some_and(|(m, r)| *m == a.method && *r == a.route)
             })
             .collect();
+        let file = ctx.file_of(&a.method, &a.route);
         case(
-            ctx.app_name,
+            file,
             &format!("{} {}", a.method, a.route),
-            Some((ctx.app_name, a.line)),
+            Some((file, a.line)),
             &found,
         );
     }
@@ -654,7 +699,7 @@ fn drift_junit(ctx: &DriftContext<'_>, result: &Drift) -> String {
     let _ = writeln!(
         xml,
         "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">",
-        xml_escape(&format!("drift {}", ctx.app_name))
+        xml_escape(&format!("drift {}", ctx.app_names.join(", ")))
     );
     xml.push_str(&cases);
     xml.push_str("  </testsuite>\n</testsuites>\n");

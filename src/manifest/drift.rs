@@ -1,9 +1,11 @@
 //! Drift: compare the manifest with the application's real route list.
 //!
 //! The application's routes come as a plain list (`METHOD /path` per line, in the
-//! router styles `{id}`, `:id`, `<id>`, `<int:id>`, `*rest`) or as an OpenAPI 3
-//! document (JSON or YAML); [`parse_app_routes`] turns either into [`AppRoute`]s with
-//! `{param}` / `{*rest}` patterns. [`check`] then reports:
+//! router styles `{id}`, `:id`, `<id>`, `<int:id>`, `*rest`), as an OpenAPI 3
+//! document (JSON or YAML), or as observed at run time: the unlisted-requests table the
+//! admin listener serves at `GET /routes/unlisted` (see `crate::unlisted`).
+//! [`parse_app_routes`] turns each into [`AppRoute`]s with `{param}` / `{*rest}`
+//! patterns, and [`merge_app_routes`] merges several inputs. [`check`] then reports:
 //!
 //! * **stale** — a rule that matches no application route (methods intersect, with GET
 //!   implying HEAD, and the two patterns can match a common path);
@@ -49,22 +51,32 @@ pub struct AppRoute {
     pub segments: Vec<Segment>,
     /// 1-based line in the input it came from; 0 when unknown.
     pub line: u32,
+    /// For a route observed at run time (an entry of the `GET /routes/unlisted` table):
+    /// the requests it counted, an upper bound. `None` for a route the application
+    /// declares (a route list or an OpenAPI document).
+    pub seen: Option<u64>,
 }
 
-/// Parse an application route list; the format is detected by content: a document
-/// starting with `{` is OpenAPI JSON, one with a top-level `openapi:` key is OpenAPI
-/// YAML, anything else is a `METHOD /path` list. Duplicate routes are dropped.
+/// Parse an application route list; the format is detected by content: a JSON object
+/// with a `routes` array and no `openapi` or `swagger` field is an unlisted-requests
+/// table (`GET /routes/unlisted`, see [`crate::unlisted`]), any other document starting
+/// with `{` is OpenAPI JSON, one with a top-level `openapi:` key is OpenAPI YAML,
+/// anything else is a `METHOD /path` list. Duplicate routes are dropped.
 pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnostic> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let routes = if text.trim_start().starts_with('{') {
-        let doc: OpenApiDoc = serde_json::from_str(text).map_err(|e| {
-            Diagnostic::error(
-                file,
-                e.line() as u32,
-                format!("expected an OpenAPI 3 document: {e}"),
-            )
-        })?;
-        openapi_routes(file, text, doc)?
+        if looks_like_unlisted_table(text) {
+            unlisted_routes(file, text)?
+        } else {
+            let doc: OpenApiDoc = serde_json::from_str(text).map_err(|e| {
+                Diagnostic::error(
+                    file,
+                    e.line() as u32,
+                    format!("expected an OpenAPI 3 document: {e}"),
+                )
+            })?;
+            openapi_routes(file, text, doc)?
+        }
     } else if looks_like_openapi_yaml(text) {
         let doc: OpenApiDoc = serde_yaml::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
@@ -79,6 +91,87 @@ pub fn parse_app_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnos
         .into_iter()
         .filter(|r| seen.insert((r.method.clone(), r.path.clone())))
         .collect())
+}
+
+/// A JSON object with a `routes` array and without the fields that make an OpenAPI
+/// document (`openapi`, `swagger`, `paths`). Invalid JSON is not a table: the OpenAPI
+/// parser reports where it breaks.
+fn looks_like_unlisted_table(text: &str) -> bool {
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_str(text) else {
+        return false;
+    };
+    doc.get("routes").is_some_and(serde_json::Value::is_array)
+        && !["openapi", "swagger", "paths"]
+            .iter()
+            .any(|k| doc.contains_key(*k))
+}
+
+/// The part of an unlisted-requests table that drift reads; other fields (`capacity`,
+/// `total`, an entry's `method_kind`, `error`) are ignored.
+#[derive(Deserialize)]
+struct UnlistedDoc {
+    routes: Vec<UnlistedEntry>,
+}
+
+#[derive(Deserialize)]
+struct UnlistedEntry {
+    method: String,
+    path: String,
+    count: Option<u64>,
+}
+
+/// The entries of an unlisted-requests table, in table order (highest count first).
+/// A shape's `{}` segments become `{p1}`, `{p2}`, … and a final `{*}` becomes
+/// `{*rest}`, so that every shape is a pattern; other segments are taken as written.
+fn unlisted_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnostic> {
+    let doc: UnlistedDoc = serde_json::from_str(text).map_err(|e| {
+        Diagnostic::error(
+            file,
+            e.line() as u32,
+            format!("expected an unlisted-routes table (GET /routes/unlisted): {e}"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(doc.routes.len());
+    for (i, entry) in doc.routes.into_iter().enumerate() {
+        let at = |m: String| {
+            Diagnostic::error(
+                file,
+                0,
+                format!("routes[{i}] ({} {}): {m}", entry.method, entry.path),
+            )
+        };
+        let method = parse_method(&entry.method).map_err(at)?;
+        let named = name_shape_params(&entry.path);
+        let segments = pattern::parse(&named).map_err(|e| at(e.to_string()))?;
+        out.push(AppRoute {
+            method,
+            path: pattern::render(&segments),
+            segments,
+            line: 0,
+            seen: Some(entry.count.unwrap_or(0)),
+        });
+    }
+    Ok(out)
+}
+
+/// `/api/{}/exports/{}/{*}` -> `/api/{p1}/exports/{p2}/{*rest}`.
+fn name_shape_params(shape: &str) -> String {
+    let mut out = String::with_capacity(shape.len() + 8);
+    let mut n = 0;
+    for (i, seg) in shape.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg {
+            "{}" => {
+                n += 1;
+                let _ = write!(out, "{{p{n}}}");
+            }
+            "{*}" => out.push_str("{*rest}"),
+            _ => out.push_str(seg),
+        }
+    }
+    out
 }
 
 fn looks_like_openapi_yaml(text: &str) -> bool {
@@ -117,6 +210,7 @@ fn text_routes(file: &str, text: &str) -> Result<Vec<AppRoute>, Diagnostic> {
                 path: canonical.clone(),
                 segments: segments.clone(),
                 line,
+                seen: None,
             });
         }
     }
@@ -349,6 +443,7 @@ fn openapi_routes(file: &str, text: &str, doc: OpenApiDoc) -> Result<Vec<AppRout
                 path: canonical.clone(),
                 segments: segments.clone(),
                 line,
+                seen: None,
             });
         }
     }
@@ -369,6 +464,105 @@ fn key_line(text: &str, key: &str) -> u32 {
         }
     }
     0
+}
+
+/// Several route inputs merged into one list by [`merge_app_routes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergedRoutes {
+    pub routes: Vec<AppRoute>,
+    /// `source[i]`: the index of the input `routes[i]` came from.
+    pub source: Vec<usize>,
+    /// Per input: routes dropped because an earlier input has the same method and
+    /// shape (parameter names aside).
+    pub duplicates: Vec<usize>,
+    /// Per input: observed routes dropped because a declared route (of any input)
+    /// covers them.
+    pub covered: Vec<usize>,
+}
+
+/// Merge the route lists of several inputs, in order. A route is dropped when
+///
+/// * an earlier input has a route with the same method and shape (the same pattern up
+///   to parameter names): the first one is kept, with its file and line; or
+/// * it was observed at run time ([`AppRoute::seen`]) and a declared route covers it:
+///   the same method (or GET for an observed HEAD), and every path the observed
+///   pattern matches the declared one matches too (`/api/acme/runs` under
+///   `/api/{ws}/runs`). The declared route is checked already, and the observation
+///   says nothing more.
+pub fn merge_app_routes(inputs: Vec<Vec<AppRoute>>) -> MergedRoutes {
+    let mut merged = MergedRoutes {
+        duplicates: vec![0; inputs.len()],
+        covered: vec![0; inputs.len()],
+        ..MergedRoutes::default()
+    };
+    let declared: Vec<(String, Vec<Segment>)> = inputs
+        .iter()
+        .flatten()
+        .filter(|r| r.seen.is_none())
+        .map(|r| (r.method.clone(), r.segments.clone()))
+        .collect();
+    let mut first_input: HashMap<(String, String), usize> = HashMap::new();
+    for (k, routes) in inputs.into_iter().enumerate() {
+        for route in routes {
+            if route.seen.is_some()
+                && declared.iter().any(|(method, segments)| {
+                    (*method == route.method || (method == "GET" && route.method == "HEAD"))
+                        && pattern_covers(segments, &route.segments)
+                })
+            {
+                merged.covered[k] += 1;
+                continue;
+            }
+            let key = (route.method.clone(), shape_key(&route.segments));
+            match first_input.get(&key) {
+                Some(&earlier) if earlier != k => {
+                    merged.duplicates[k] += 1;
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first_input.insert(key, k);
+                }
+            }
+            merged.routes.push(route);
+            merged.source.push(k);
+        }
+    }
+    merged
+}
+
+/// The pattern with parameter names erased: `/a/{}/{*}`.
+fn shape_key(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in segments {
+        out.push('/');
+        match seg {
+            Segment::Literal(l) => out.push_str(l),
+            Segment::Param(_) => out.push_str("{}"),
+            Segment::Rest(_) => out.push_str("{*}"),
+        }
+    }
+    out
+}
+
+/// Does `general` match every path that `specific` matches? A literal is covered by
+/// the same literal or a parameter, a parameter by a parameter, and anything non-empty
+/// by a catch-all; a catch-all only by a catch-all.
+pub fn pattern_covers(general: &[Segment], specific: &[Segment]) -> bool {
+    match (general.first(), specific.first()) {
+        (None, None) => true,
+        (Some(Segment::Rest(_)), Some(_)) => true,
+        (_, Some(Segment::Rest(_))) | (None, _) | (_, None) => false,
+        (Some(g), Some(s)) => {
+            let ok = match (g, s) {
+                (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                (Segment::Literal(_), _) => false,
+                (Segment::Param(_), _) => true,
+                (Segment::Rest(_), _) => unreachable!("handled above"),
+            };
+            ok && pattern_covers(&general[1..], &specific[1..])
+        }
+    }
 }
 
 /// Can the two patterns match a common path? Literals must be equal, a `{param}`
@@ -1057,6 +1251,137 @@ paths:
                 .starts_with("a.yaml:3: error: path \"/a b\" contains whitespace"),
             "{e}"
         );
+    }
+
+    const UNLISTED: &str = r#"{"capacity":256,"total":{"read":3,"write":12},"routes":[
+{"method":"POST","path":"/api/{}/exports/{}","method_kind":"write","count":12,"error":0},
+{"method":"GET","path":"/api/acme/reports","method_kind":"read","count":2,"error":1},
+{"method":"GET","path":"/deep/{}/{*}","method_kind":"read","count":1,"error":0},
+{"method":"GET","path":"/","method_kind":"read","count":1,"error":0}]}"#;
+
+    #[test]
+    fn parses_an_unlisted_table() {
+        let rs = parse_app_routes("unlisted.json", UNLISTED).unwrap();
+        assert_eq!(
+            pairs(&rs),
+            vec![
+                pair("POST", "/api/{p1}/exports/{p2}"),
+                pair("GET", "/api/acme/reports"),
+                pair("GET", "/deep/{p1}/{*rest}"),
+                pair("GET", "/"),
+            ]
+        );
+        assert_eq!(rs[0].seen, Some(12));
+        assert_eq!(rs[0].line, 0);
+        // Only `method` and `path` are needed; an empty table has no routes.
+        let rs =
+            parse_app_routes("u.json", r#"{"routes":[{"method":"get","path":"/a/{}"}]}"#).unwrap();
+        assert_eq!(pairs(&rs), vec![pair("GET", "/a/{p1}")]);
+        assert_eq!(rs[0].seen, Some(0));
+        assert!(parse_app_routes("u.json", r#"{"routes":[]}"#)
+            .unwrap()
+            .is_empty());
+        // The table the unlisted module serves reads back.
+        let t = crate::unlisted::UnlistedTable::new(4);
+        t.record("DELETE", "/x/{}");
+        let rs = parse_app_routes("u.json", &t.to_json().to_string()).unwrap();
+        assert_eq!(pairs(&rs), vec![pair("DELETE", "/x/{p1}")]);
+        assert_eq!(rs[0].seen, Some(1));
+    }
+
+    #[test]
+    fn format_detection_tells_a_table_from_openapi() {
+        // OpenAPI JSON, also one that happens to have a `routes` field.
+        let rs = parse_app_routes("api.json", OPENAPI_JSON).unwrap();
+        assert!(rs.iter().all(|r| r.seen.is_none()));
+        let both = r#"{"openapi":"3.0.0","routes":[],"paths":{"/a":{"get":{}}}}"#;
+        assert_eq!(
+            pairs(&parse_app_routes("a.json", both).unwrap()),
+            vec![pair("GET", "/a")]
+        );
+        // `routes` that is not an array: not a table, so an OpenAPI error.
+        let e = parse_app_routes("a.json", r#"{"routes":{}}"#).unwrap_err();
+        assert!(e.to_string().contains("top-level 'openapi' field"), "{e}");
+        // A table with a malformed entry names the file and the entry.
+        let e = parse_app_routes("u.json", r#"{"routes":[{"method":"GET"}]}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "u.json:1: error: expected an unlisted-routes table (GET /routes/unlisted): missing field `path`"
+            ),
+            "{e}"
+        );
+        let e = parse_app_routes(
+            "u.json",
+            r#"{"routes":[{"method":"GET","path":"/a"},{"method":"GET","path":"a/{}"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "u.json: error: routes[1] (GET a/{}): pattern must start with '/'"
+        );
+        let e =
+            parse_app_routes("u.json", r#"{"routes":[{"method":"G T","path":"/"}]}"#).unwrap_err();
+        assert!(e.to_string().contains("expected an HTTP method"), "{e}");
+    }
+
+    #[test]
+    fn merging_inputs_drops_duplicates_and_covered_observations() {
+        let listed =
+            routes("GET /api/{ws}/runs\nPOST /api/{ws}/exports/{id}\nGET /a/{x}\nGET /a/{y}\n");
+        let observed = parse_app_routes(
+            "u.json",
+            r#"{"routes":[
+                {"method":"GET","path":"/api/acme/runs"},
+                {"method":"HEAD","path":"/api/{}/runs"},
+                {"method":"POST","path":"/api/{}/exports/{}"},
+                {"method":"POST","path":"/api/{}/exports/{}/{*}"},
+                {"method":"DELETE","path":"/api/{}/runs"},
+                {"method":"GET","path":"/b/{}"}]}"#,
+        )
+        .unwrap();
+        let more = routes("GET /b/{id}\nGET /a/{z}\n");
+        let m = merge_app_routes(vec![listed, observed, more]);
+        assert_eq!(
+            pairs(&m.routes),
+            vec![
+                pair("GET", "/api/{ws}/runs"),
+                pair("POST", "/api/{ws}/exports/{id}"),
+                // Same shape in one input: both kept, as in a single-file run.
+                pair("GET", "/a/{x}"),
+                pair("GET", "/a/{y}"),
+                // A catch-all is not covered by a fixed-length route, another method
+                // not by GET.
+                pair("POST", "/api/{p1}/exports/{p2}/{*rest}"),
+                pair("DELETE", "/api/{p1}/runs"),
+                // A declared route of a later input covers an observation too.
+                pair("GET", "/b/{id}"),
+            ]
+        );
+        assert_eq!(m.source, vec![0, 0, 0, 0, 1, 1, 2]);
+        assert_eq!(m.covered, vec![0, 4, 0]);
+        // GET /a/{z} repeats a shape of the first input.
+        assert_eq!(m.duplicates, vec![0, 0, 1]);
+
+        // Observed first: a covered observation does not hide the declared route.
+        let m = merge_app_routes(vec![
+            parse_app_routes("u.json", r#"{"routes":[{"method":"GET","path":"/r/{}"}]}"#).unwrap(),
+            routes("GET /r/{id}\n"),
+        ]);
+        assert_eq!(pairs(&m.routes), vec![pair("GET", "/r/{id}")]);
+        assert_eq!(m.source, vec![1]);
+    }
+
+    #[test]
+    fn cover_of_patterns() {
+        let p = |s: &str| pattern::parse(s).unwrap();
+        assert!(pattern_covers(&p("/a/{x}"), &p("/a/b")));
+        assert!(pattern_covers(&p("/a/{x}"), &p("/a/{y}")));
+        assert!(!pattern_covers(&p("/a/b"), &p("/a/{y}")));
+        assert!(pattern_covers(&p("/a/{*x}"), &p("/a/b/{c}/{*d}")));
+        assert!(!pattern_covers(&p("/a/{x}/{y}"), &p("/a/{*d}")));
+        assert!(!pattern_covers(&p("/a/{*x}"), &p("/a")));
+        assert!(!pattern_covers(&p("/a"), &p("/a/b")));
+        assert!(pattern_covers(&p("/"), &p("/")));
     }
 
     #[test]
