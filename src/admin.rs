@@ -1,5 +1,6 @@
 //! The admin listener (`admin_listen`, default `127.0.0.1:9901`): `GET /metrics`,
-//! `/healthz`, `/readyz`, `/version`, `/routes`, `/admission`, `POST /reload` and
+//! `/healthz`, `/readyz`, `/version`, `/routes`, `/routes/unlisted`, `/admission`,
+//! `POST /reload` and
 //! `POST /super-read-only`.
 //!
 //! `GET` endpoints are open: kubelet probes and Prometheus reach them over the pod
@@ -127,6 +128,11 @@ pub async fn handle(
                 Bytes::from(state.runtime.metrics.render()),
             )
         }
+        "/routes/unlisted" => respond(
+            StatusCode::OK,
+            "application/json",
+            json_bytes(&state.runtime.unlisted.to_json()),
+        ),
         "/admission" => respond(
             StatusCode::OK,
             "application/json",
@@ -155,7 +161,7 @@ pub async fn handle(
 fn not_found() -> Response<Full<Bytes>> {
     text(
         StatusCode::NOT_FOUND,
-        "not found; try GET /healthz /readyz /metrics /version /routes /admission, POST /reload /super-read-only\n",
+        "not found; try GET /healthz /readyz /metrics /version /routes /routes/unlisted /admission, POST /reload /super-read-only\n",
     )
 }
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub version_skew: IntGauge,
     /// `fleetgate_skewed_requests_total`: requests that carried another manifest digest.
     pub skewed_requests: prometheus::IntCounter,
+    /// `fleetgate_unlisted_total{method_kind}`: requests that matched no rule.
+    pub unlisted: IntCounterVec,
     /// `fleetgate_manifest_info{digest}`: 1 for the live digest, no other series.
     manifest_info: IntGaugeVec,
     /// The digest `manifest_info` shows (to remove its series on a change).
@@ -176,6 +178,17 @@ impl Metrics {
             "Requests from another fleetgate whose manifest digest differs from this node's.",
         )
         .expect("valid metric");
+        let unlisted = IntCounterVec::new(
+            Opts::new(
+                "fleetgate_unlisted_total",
+                "Requests that matched no manifest rule (the default class applied), by read or write.",
+            ),
+            &["method_kind"],
+        )
+        .expect("valid metric");
+        for kind in ["read", "write"] {
+            unlisted.with_label_values(&[kind]);
+        }
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
@@ -197,6 +210,7 @@ impl Metrics {
             Box::new(super_read_only.clone()),
             Box::new(version_skew.clone()),
             Box::new(skewed_requests.clone()),
+            Box::new(unlisted.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -218,6 +232,7 @@ impl Metrics {
             super_read_only,
             version_skew,
             skewed_requests,
+            unlisted,
             manifest_info,
             manifest_digest: Mutex::new(String::new()),
         }

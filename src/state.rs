@@ -8,7 +8,8 @@
 //!
 //! What survives a swap is named here and nowhere else: the metrics, the upstream client
 //! (and its keep-alive connections), the admission bulkheads (slots and tenant queues),
-//! the super_read_only switch, the lifecycle phase, the reload status; endpoint
+//! the super_read_only switch, version skew seen, the unlisted-route table, the
+//! lifecycle phase, the reload status; endpoint
 //! health and in-flight counts live in the endpoints, which a new snapshot's pools adopt
 //! ([`crate::upstream::Pool::adopt`]).
 
@@ -305,6 +306,8 @@ pub struct Runtime {
     super_read_only: AtomicBool,
     /// Peers seen with another manifest digest (version skew).
     pub skew: SkewTracker,
+    /// The most frequent requests that matched no rule (drift seen at run time).
+    pub unlisted: crate::unlisted::UnlistedTable,
     /// The shared upstream client: keep-alive connections and open tunnels.
     pub client: Arc<UpstreamClient>,
     phase: AtomicU8,
@@ -318,6 +321,7 @@ impl Runtime {
             bulkheads: Arc::new(Bulkheads::default()),
             super_read_only: AtomicBool::new(false),
             skew: SkewTracker::default(),
+            unlisted: crate::unlisted::UnlistedTable::default(),
             metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_status: Mutex::new(ReloadStatus::default()),

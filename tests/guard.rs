@@ -216,3 +216,66 @@ async fn the_switch_refuses_every_write_keeps_reads_and_survives_a_reload() {
     assert_eq!(healthz().await["super_read_only"], false);
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn unlisted_requests_fill_the_runtime_drift_table_that_drift_reads() {
+    let setup = Setup::serve().await;
+    for path in ["/exports/e1", "/exports/e2", "/exports/e3"] {
+        assert_eq!(get(&setup.url(path)).await.status, 200);
+    }
+    assert_eq!(
+        send("POST", &setup.url("/exports/e9"), &[]).await.status,
+        200
+    );
+    assert_eq!(
+        get(&setup.url("/api/w1/files/a")).await.status,
+        200,
+        "listed: not counted"
+    );
+    let a = get(&setup.admin_url("/routes/unlisted")).await;
+    let j = a.json();
+    assert_eq!(j["total"]["read"], 3, "{j}");
+    assert_eq!(j["total"]["write"], 1, "{j}");
+    let top = &j["routes"][0];
+    assert_eq!(
+        (top["method"].as_str(), top["path"].as_str()),
+        (Some("GET"), Some("/exports/{}"))
+    );
+    assert_eq!(top["count"], 3);
+    let m = metrics(&setup.srv).await;
+    assert!(
+        m.contains(r#"fleetgate_unlisted_total{method_kind="read"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"fleetgate_unlisted_total{method_kind="write"} 1"#),
+        "{m}"
+    );
+
+    // The captured table is extra input for the drift check: the routes the manifest
+    // misses are named.
+    let dir = TempDir::new("unlisted");
+    let captured = dir.write("unlisted.json", std::str::from_utf8(&a.body).unwrap());
+    let listed = dir.write("app-routes.txt", "GET /api/{ws}/files/{*path}\n");
+    // A reviewed lock that knows the listed route only.
+    let lock = dir.write("app-routes.lock", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(["routes", "drift", "--routes"])
+        .arg(setup.routes.path())
+        .arg("--app-routes")
+        .arg(&listed)
+        .arg("--app-routes")
+        .arg(&captured)
+        .arg("--lock")
+        .arg(&lock)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("unlisted.json") && text.contains("/exports/{p1}"),
+        "{text}"
+    );
+    setup.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! normalize   normalize.rs      one canonical path                      400
 //! probe       crate::health     /healthz, /readyz answered here, never shed
 //! loop guard  headers.rs        x-fleetgate-via names this node          508
-//! classify    crate::manifest   compiled manifest, no allocation
+//! classify    crate::manifest   compiled manifest, no allocation; unlisted requests
+//!                               counted (crate::unlisted)
 //! target      target.rs         the role table                           421
 //! guard       guard.rs          super_read_only; unlisted writes → ide   503 / 421
 //! ── the stack (tower layers, outermost first) ─────────────────────────────────
@@ -155,6 +156,10 @@ impl Proxy {
             headers: &parts.headers,
         });
         ex.class = Some(decision.class);
+        if decision.rule.is_none() {
+            // Drift seen at run time: a request no rule names.
+            self.unlisted(parts.method.as_str(), path.path());
+        }
 
         // target: the role table.
         let ide_configured = snap.pool(Upstream::Ide).is_some();
@@ -237,6 +242,19 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Count a request that matched no rule and remember its (method, path shape).
+    fn unlisted(&self, method: &str, path: &str) {
+        let rt = &self.state.runtime;
+        let kind = crate::unlisted::MethodKind::of(method);
+        rt.metrics
+            .unlisted
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        let mut buf = crate::unlisted::ShapeBuf::new();
+        rt.unlisted
+            .record(method, crate::unlisted::path_shape(path, &mut buf));
+    }
+
     /// Record a request that carried another fleetgate's manifest digest.
     fn skewed(
         &self,
