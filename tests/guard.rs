@@ -162,6 +162,22 @@ async fn the_switch_refuses_every_write_keeps_reads_and_survives_a_reload() {
     let healthz = || async { get(&setup.admin_url("/healthz")).await.json() };
     assert_eq!(healthz().await["super_read_only"], false);
 
+    // Reads run throughout: flipping the switch never fails one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = tokio::spawn({
+        let (url, stop) = (setup.url("/threads/9"), stop.clone());
+        async move {
+            let (mut ok, mut bad) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if get(&url).await.status == 200 {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                }
+            }
+            (ok, bad)
+        }
+    });
     let a = switch(&setup, true).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.json()["super_read_only"], true);
@@ -207,6 +223,12 @@ async fn the_switch_refuses_every_write_keeps_reads_and_survives_a_reload() {
 
     assert_eq!(switch(&setup, false).await.status, 200);
     assert_eq!(outcome(&setup, "POST", "/threads/9").await.0, 200);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = reads.await.unwrap();
+    assert!(
+        ok > 0 && bad == 0,
+        "reads during the flips: {ok} ok, {bad} failed"
+    );
     assert!(metrics(&setup.srv)
         .await
         .contains("fleetgate_super_read_only 0"));

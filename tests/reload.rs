@@ -500,3 +500,34 @@ async fn a_reload_resizes_a_bulkhead_and_keeps_the_slots_held() {
     assert_eq!(held.await.unwrap().status, 200);
     f.setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn guard_settings_change_by_reload() {
+    let fleet = upstream("fleet").await;
+    let f = from_file(&[fleet.addr], "").await;
+    // No ide upstream: an unlisted write has nowhere to go.
+    assert_eq!(
+        send("POST", &f.setup.url("/exports/1"), &[]).await.status,
+        421
+    );
+    f.rewrite(
+        &[fleet.addr],
+        "[guard]\nunlisted_writes = \"refuse\"\nretry_after = 7\n",
+    );
+    assert_eq!(reload(&f.setup).await.status, 200);
+    let a = send("POST", &f.setup.url("/exports/1"), &[]).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("x-fleetgate-guard"), Some("unlisted-write"));
+    assert_eq!(a.header("retry-after"), Some("7"));
+    // The switch from the file applies when the file's value changes.
+    f.rewrite(&[fleet.addr], "[guard]\nsuper_read_only = true\n");
+    assert_eq!(reload(&f.setup).await.status, 200);
+    let a = send("POST", &f.setup.url("/exports/1"), &[]).await;
+    assert_eq!(a.header("x-fleetgate-guard"), Some("super-read-only"));
+    assert_eq!(
+        get(&f.setup.url("/exports/1")).await.status,
+        200,
+        "reads flow"
+    );
+    f.setup.shutdown().await;
+}
