@@ -6,7 +6,7 @@
 //! of the error kinds of `UpstreamError::kind` or `no_endpoint`, `result` `ok|error`;
 //! `fleetgate_manifest_info` has exactly one series, the live manifest's digest.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use prometheus::{
@@ -55,7 +55,18 @@ pub struct Metrics {
     manifest_info: IntGaugeVec,
     /// The digest `manifest_info` shows (to remove its series on a change).
     manifest_digest: Mutex<String>,
+    /// The per-request series, resolved once each (a label lookup per request is a
+    /// hash and a lock): `requests_total` by (class, target, code), `duration` by
+    /// (class, target).
+    request_series: Vec<OnceLock<prometheus::IntCounter>>,
+    duration_series: Vec<OnceLock<prometheus::Histogram>>,
 }
+
+/// The `class` and `target` label values, in the order of the series tables.
+const CLASSES: [&str; 3] = ["ide-only", "fleet-ok", "none"];
+const TARGETS: [&str; 4] = ["local", "fleet", "ide", "none"];
+/// Status codes 100..=599 have a slot each.
+const CODES: usize = 500;
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -235,7 +246,42 @@ impl Metrics {
             unlisted,
             manifest_info,
             manifest_digest: Mutex::new(String::new()),
+            request_series: (0..CLASSES.len() * TARGETS.len() * CODES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration_series: (0..CLASSES.len() * TARGETS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
         }
+    }
+
+    /// Count one answered request and observe its duration. `class` and `target` are
+    /// label values (`ide-only|fleet-ok|none`, `local|fleet|ide|none`).
+    pub fn record_request(&self, class: &str, target: &str, code: http::StatusCode, seconds: f64) {
+        let ci = CLASSES.iter().position(|c| *c == class);
+        let ti = TARGETS.iter().position(|t| *t == target);
+        let in_table = (100..600).contains(&code.as_u16());
+        let (Some(ci), Some(ti), true) = (ci, ti, in_table) else {
+            // Not a known label value: the slow path, still correct.
+            self.requests
+                .with_label_values(&[class, target, code.as_str()])
+                .inc();
+            self.duration
+                .with_label_values(&[class, target])
+                .observe(seconds);
+            return;
+        };
+        let pair = ci * TARGETS.len() + ti;
+        let slot = pair * CODES + usize::from(code.as_u16() - 100);
+        self.request_series[slot]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[class, target, code.as_str()])
+            })
+            .inc();
+        self.duration_series[pair]
+            .get_or_init(|| self.duration.with_label_values(&[class, target]))
+            .observe(seconds);
     }
 
     /// A snapshot with manifest `digest` went live (at start or by a reload).
@@ -274,6 +320,37 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_requests_land_in_their_series() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.record_request("fleet-ok", "fleet", http::StatusCode::OK, 0.001);
+        }
+        m.record_request(
+            "ide-only",
+            "none",
+            http::StatusCode::MISDIRECTED_REQUEST,
+            0.0,
+        );
+        m.record_request("other", "x", http::StatusCode::OK, 0.0);
+        m.record_request(
+            "none",
+            "none",
+            http::StatusCode::from_u16(799).unwrap(),
+            0.0,
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        for want in [
+            r#"fleetgate_requests_total{class="fleet-ok",code="200",target="fleet"} 3"#,
+            r#"fleetgate_requests_total{class="ide-only",code="421",target="none"} 1"#,
+            r#"fleetgate_requests_total{class="other",code="200",target="x"} 1"#,
+            r#"fleetgate_requests_total{class="none",code="799",target="none"} 1"#,
+            r#"fleetgate_request_duration_seconds_count{class="fleet-ok",target="fleet"} 3"#,
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
 
     #[test]
     fn manifest_info_has_one_series() {

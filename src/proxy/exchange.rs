@@ -127,14 +127,9 @@ impl OnComplete for Exchange {
     fn complete(self, bytes_out: u64, complete: bool) {
         let class = self.class.map_or("none", Class::as_str);
         let target = self.target().map_or("none", Target::as_str);
-        let m = &self.metrics;
-        m.requests
-            .with_label_values(&[class, target, self.status.as_str()])
-            .inc();
         let elapsed = self.start.elapsed();
-        m.duration
-            .with_label_values(&[class, target])
-            .observe(elapsed.as_secs_f64());
+        self.metrics
+            .record_request(class, target, self.status, elapsed.as_secs_f64());
         if !self.snap.config.access_log {
             return;
         }
