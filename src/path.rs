@@ -18,7 +18,10 @@
 //!
 //! Rejected: a `%` not followed by two hex digits; raw or escaped control bytes
 //! (0x00-0x1F, 0x7F); escaped `/` and `\` (unless [`NormalizeOptions::allow_encoded_slash`]);
-//! raw `\`, space, `#`, `?` and non-ASCII bytes. Other printable ASCII passes as is.
+//! raw `\`, space, `#`, `?` and non-ASCII bytes; a segment whose part before its first
+//! `;` (raw, or `%3B`) is `.` or `..` once decoded (`..;x`, `.;`, `%2e%2e;jsessionid=1`),
+//! because Java servlet containers strip such path parameters and read a dot segment
+//! there. Other printable ASCII passes as is.
 //! When the input has several problems, the left-most one is reported.
 //!
 //! Normalizing a canonical path returns it borrowed, without allocating: clean paths
@@ -45,6 +48,9 @@ pub enum PathError {
     InvalidByte,
     /// A `..` segment that climbs above `/`.
     AboveRoot,
+    /// A segment whose part before `;` is `.` or `..` (`..;x`, `.;`, `%2e%2e;`): servlet
+    /// containers read it as a dot segment, so it could reach another route.
+    DotSegmentParameters,
 }
 
 impl PathError {
@@ -58,6 +64,7 @@ impl PathError {
             PathError::ControlByte => "control byte in path",
             PathError::InvalidByte => "invalid byte in path",
             PathError::AboveRoot => "path goes above the root",
+            PathError::DotSegmentParameters => "dot segment with ;parameters in path",
         }
     }
 }
@@ -172,6 +179,21 @@ fn is_dot_segment(seg: &[u8]) -> bool {
     seg == b"." || seg == b".."
 }
 
+/// Is `seg` (decoded, escapes upper-case) a dot segment carrying path parameters: its
+/// part before the first `;` or `%3B` is `.` or `..`?
+fn is_dot_segment_with_parameters(seg: &[u8]) -> bool {
+    let semicolon = seg.iter().position(|&b| b == b';');
+    let escaped = seg
+        .windows(3)
+        .position(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'B'));
+    let end = match (semicolon, escaped) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return false,
+    };
+    is_dot_segment(&seg[..end])
+}
+
 /// One scan, no allocation: `Ok(true)` if `bytes` is already canonical, `Ok(false)` if it
 /// is valid so far but needs rewriting (the rebuild then reports any later error), or the
 /// first error met before that point.
@@ -185,6 +207,9 @@ fn is_canonical(bytes: &[u8], opts: NormalizeOptions) -> Result<bool, PathError>
         match bytes[i] {
             b'/' => {
                 let seg = &bytes[seg_start..i];
+                if is_dot_segment_with_parameters(seg) {
+                    return Err(PathError::DotSegmentParameters);
+                }
                 if seg.is_empty() || is_dot_segment(seg) {
                     return Ok(false);
                 }
@@ -210,7 +235,11 @@ fn is_canonical(bytes: &[u8], opts: NormalizeOptions) -> Result<bool, PathError>
         }
     }
     // The last segment may be empty (a trailing slash, or the root itself).
-    Ok(!is_dot_segment(&bytes[seg_start..]))
+    let last = &bytes[seg_start..];
+    if is_dot_segment_with_parameters(last) {
+        return Err(PathError::DotSegmentParameters);
+    }
+    Ok(!is_dot_segment(last))
 }
 
 /// Build the canonical form of a path that is not canonical yet (or report why it has none).
@@ -244,6 +273,9 @@ fn rebuild(bytes: &[u8], opts: NormalizeOptions) -> Result<String, PathError> {
             }
         }
         let seg = &out[seg_start..];
+        if is_dot_segment_with_parameters(seg) {
+            return Err(PathError::DotSegmentParameters);
+        }
         ends_as_directory = seg.is_empty() || is_dot_segment(seg);
         if seg.is_empty() || seg == b"." {
             out.truncate(seg_start);
@@ -280,6 +312,22 @@ mod tests {
 
     /// `(input, Ok(expected) | Err(error))` for the default options.
     const CASES: &[(&str, Result<&str, PathError>)] = &[
+        // Dot segments with servlet path parameters.
+        (
+            "/api/ws1/threads/..;/files",
+            Err(PathError::DotSegmentParameters),
+        ),
+        ("/threads/.;/../files", Err(PathError::DotSegmentParameters)),
+        ("/a/..;x", Err(PathError::DotSegmentParameters)),
+        (
+            "/a/%2e%2e;jsessionid=1/b",
+            Err(PathError::DotSegmentParameters),
+        ),
+        ("/a/..%3Bx/b", Err(PathError::DotSegmentParameters)),
+        ("/a/.%3b/b", Err(PathError::DotSegmentParameters)),
+        ("/a/...;x", Ok("/a/...;x")),
+        ("/a/b;v=1/c", Ok("/a/b;v=1/c")),
+        ("/a/;x", Ok("/a/;x")),
         // Already canonical.
         ("/", Ok("/")),
         ("/a", Ok("/a")),

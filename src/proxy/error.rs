@@ -42,6 +42,9 @@ pub enum ProxyError {
     BadPath(PathError),
     /// The request carries no usable path (authority-form, `*`).
     BadTarget,
+    /// No, several, invalid or disagreeing `Host` / `:authority` (see
+    /// `normalize::authority`).
+    BadAuthority(&'static str),
     /// `x-fleetgate-via` already names this node.
     LoopDetected,
     /// `x-fleetgate-via` names more hops than `limits.max_hops` allows.
@@ -71,7 +74,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::BadTarget | ProxyError::BadAuthority(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::LoopDetected | ProxyError::TooManyHops => StatusCode::LOOP_DETECTED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Shed { .. } | ProxyError::Guard { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +96,7 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(e) => e.as_str(),
             ProxyError::BadTarget => "request target must be an absolute path",
+            ProxyError::BadAuthority(why) => why,
             ProxyError::LoopDetected => {
                 "loop detected: this request already passed through this fleetgate node"
             }
@@ -156,6 +162,7 @@ impl ProxyError {
             self,
             ProxyError::BadPath(_)
                 | ProxyError::BadTarget
+                | ProxyError::BadAuthority(_)
                 | ProxyError::LoopDetected
                 | ProxyError::TooManyHops
         )
@@ -165,6 +172,7 @@ impl ProxyError {
     pub fn to_response<C: OnComplete>(&self) -> Response<ResponseBody<C>> {
         let body = match self {
             ProxyError::BadPath(e) => Bytes::from(format!("bad request: {e}\n")),
+            ProxyError::BadAuthority(why) => Bytes::from(format!("bad request: {why}\n")),
             _ => Bytes::from_static(self.reason().as_bytes()),
         };
         let mut resp = Response::new(ResponseBody::full(body));

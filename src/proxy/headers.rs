@@ -31,14 +31,18 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Hop-by-hop headers of RFC 9110 §7.6.1 (plus the legacy `proxy-connection`).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Hop-by-hop headers of RFC 9110 §7.6.1, plus the legacy `proxy-connection` and the
+/// proxy credentials of RFC 2616 §13.5.1 (`proxy-authorization` is meant for this hop,
+/// never for the application; `proxy-authenticate` likewise on the way back).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     PROXY_CONNECTION,
     KEEP_ALIVE,
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Loop guard: `508` when `x-fleetgate-via` already names this node or holds
@@ -287,6 +291,20 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn proxy_credentials_stop_here() {
+        let mut h = HeaderMap::new();
+        h.insert(header::PROXY_AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        h.insert(header::PROXY_AUTHENTICATE, "Basic".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Bearer app".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(
+            h.contains_key(header::AUTHORIZATION),
+            "the application's own credentials pass"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The data path: the life of one request, as a sequence of named steps.
 //!
 //! ```text
-//! normalize   normalize.rs      one canonical path                      400
+//! normalize   normalize.rs      one canonical path, one authority       400
 //! probe       crate::health     /healthz, /readyz answered here, never shed
 //! loop guard  headers.rs        x-fleetgate-via names this node          508
 //! classify    crate::manifest   compiled manifest, no allocation; unlisted requests
@@ -128,6 +128,11 @@ impl Proxy {
         // probe: /healthz and /readyz are answered here, never forwarded.
         if let Some((status, json)) = crate::health::probe(&self.state, path.path()) {
             return probe_response(status, json);
+        }
+
+        // authority: one Host, the one the upstream gets (probes above need none).
+        if let Err(e) = normalize::authority(parts.version, &parts.uri, &mut parts.headers) {
+            return ex.reject(e);
         }
 
         // loop guard: a request that already passed through this node goes no further.

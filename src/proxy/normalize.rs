@@ -1,11 +1,15 @@
 //! The normalize step: the request target in its one canonical form (see [`crate::path`]),
 //! used both to classify the request and as the request line sent upstream, so that the
-//! proxy and the upstream cannot disagree about what a path means.
+//! proxy and the upstream cannot disagree about what a path means; and the authority in
+//! one form, so that they cannot disagree about which host it is for ([`authority`]).
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Version};
 
 use crate::path::NormalizeOptions;
 use crate::proxy::error::ProxyError;
@@ -34,9 +38,131 @@ pub fn normalized_target(
     }
 }
 
+/// Make the request's authority one thing (RFC 9112 §3.2, §3.2.2; RFC 9113 §8.3.1):
+///
+/// * an absolute-form target (`GET http://host/path`): its authority replaces every `Host`;
+/// * HTTP/1.1 otherwise: exactly one `Host`, a valid authority (`400` for none, two, or
+///   `Host: a b`); HTTP/1.0: at most one, valid;
+/// * HTTP/2: `host`, when sent next to `:authority`, must name the same authority.
+///
+/// On success the request carries at most one valid `Host`, the one the upstream gets.
+pub fn authority(
+    version: Version,
+    uri: &http::Uri,
+    headers: &mut HeaderMap,
+) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let first = hosts.next().cloned();
+    let repeated = hosts.next().is_some();
+    if version == Version::HTTP_2 {
+        if repeated {
+            return Err(ProxyError::BadAuthority("more than one host header"));
+        }
+        if let (Some(a), Some(h)) = (uri.authority(), &first) {
+            if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
+                return Err(ProxyError::BadAuthority(":authority and host disagree"));
+            }
+        }
+        return match first {
+            Some(h) if !valid_authority(&h) => Err(ProxyError::BadAuthority("invalid host header")),
+            _ => Ok(()),
+        };
+    }
+    if let Some(a) = uri.authority() {
+        // Absolute form: the target's authority wins over any Host (RFC 9112 §3.2.2).
+        let v = HeaderValue::from_str(a.as_str())
+            .map_err(|_| ProxyError::BadAuthority("invalid authority in the request target"))?;
+        headers.insert(HOST, v);
+        return Ok(());
+    }
+    if repeated {
+        return Err(ProxyError::BadAuthority("more than one host header"));
+    }
+    match first {
+        None if version == Version::HTTP_11 => Err(ProxyError::BadAuthority("missing host header")),
+        None => Ok(()),
+        Some(h) if valid_authority(&h) => Ok(()),
+        Some(_) => Err(ProxyError::BadAuthority("invalid host header")),
+    }
+}
+
+/// `host[:port]` as RFC 9110 §7.2 allows it: a non-empty authority without userinfo.
+fn valid_authority(v: &HeaderValue) -> bool {
+    !v.is_empty()
+        && !v.as_bytes().contains(&b'@')
+        && http::uri::Authority::try_from(v.as_bytes()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(
+        version: Version,
+        target: &str,
+        hosts: &[&str],
+    ) -> Result<Option<String>, &'static str> {
+        let uri: http::Uri = target.parse().unwrap();
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(HOST, HeaderValue::from_str(v).unwrap());
+        }
+        match authority(version, &uri, &mut h) {
+            Ok(()) => {
+                assert!(h.get_all(HOST).iter().count() <= 1);
+                Ok(h.get(HOST).map(|v| v.to_str().unwrap().to_string()))
+            }
+            Err(ProxyError::BadAuthority(why)) => Err(why),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_authority_is_one_thing() {
+        use Version as V;
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["app.example"]),
+            Ok(Some("app.example".into()))
+        );
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["app.example:8080"]),
+            Ok(Some("app.example:8080".into()))
+        );
+        assert_eq!(check(V::HTTP_11, "/a", &[]), Err("missing host header"));
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["a", "b"]),
+            Err("more than one host header")
+        );
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["a", "a"]),
+            Err("more than one host header")
+        );
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["a b"]),
+            Err("invalid host header")
+        );
+        assert_eq!(
+            check(V::HTTP_11, "/a", &["user@evil"]),
+            Err("invalid host header")
+        );
+        assert_eq!(check(V::HTTP_11, "/a", &[""]), Err("invalid host header"));
+        assert_eq!(check(V::HTTP_10, "/a", &[]), Ok(None));
+        // Absolute form: the target's authority replaces Host, whatever it said.
+        assert_eq!(
+            check(V::HTTP_11, "http://real.example/a", &["other", "more"]),
+            Ok(Some("real.example".into()))
+        );
+        // HTTP/2: host must agree with :authority.
+        assert_eq!(check(V::HTTP_2, "http://app.example/a", &[]), Ok(None));
+        assert_eq!(
+            check(V::HTTP_2, "http://app.example/a", &["APP.example"]),
+            Ok(Some("APP.example".into()))
+        );
+        assert_eq!(
+            check(V::HTTP_2, "http://app.example/a", &["evil"]),
+            Err(":authority and host disagree")
+        );
+    }
 
     fn target(uri: &str, allow_encoded_slash: bool) -> Result<String, ProxyError> {
         let uri: http::Uri = uri.parse().unwrap();

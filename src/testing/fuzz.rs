@@ -162,6 +162,18 @@ pub fn reference_normalize(input: &str, opts: NormalizeOptions) -> Result<String
     let mut trailing_slash = true;
     for raw in rest.split('/') {
         let seg = reference_segment(raw, opts)?;
+        // A servlet container strips `;parameters` (raw `;` or `%3B`) before resolving
+        // dot segments: a dot segment with parameters is refused.
+        let before_params = seg
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .split("%3B")
+            .next()
+            .unwrap_or("");
+        if (before_params == "." || before_params == "..") && seg.len() > before_params.len() {
+            return Err(PathError::DotSegmentParameters);
+        }
         trailing_slash = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
             "" | "." => {}
