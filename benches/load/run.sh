@@ -125,7 +125,8 @@ build() {
 }
 
 # fleetgate's configuration: role serve, the shipped routes/, one fleet upstream,
-# admission on but never shedding, the guard at its defaults.
+# admission on but never shedding, the guard at its defaults. Its log (stderr) goes to
+# a file in the scratch directory.
 fleetgate_config() {
     local file=$1 listen=$2 admin=$3 access_log=$4
     cat >"$file" <<EOF
@@ -134,7 +135,9 @@ role = "serve"
 listen = "127.0.0.1:$listen"
 admin_listen = "127.0.0.1:$admin"
 routes = "$ROOT/routes"
-log_level = "warn"
+# info: the level the access log is written at; JSON, as a deployment would log.
+log_level = "info"
+log_format = "json"
 access_log = $access_log
 
 [upstreams]
@@ -366,6 +369,13 @@ start_all() {
         curl -sf -o /dev/null --max-time 5 "http://127.0.0.1:${PORT[$p]}$TARGET_PATH" ||
             die "path $p does not answer 200 on $TARGET_PATH (logs in $WORK)"
     done
+    # The access log must really be on in the one run and off in the other.
+    sleep 0.5
+    grep -q '"message":"access"' "$WORK/fleetgate_log.log" ||
+        die "fleetgate_log wrote no access line (see $WORK/fleetgate_log.log)"
+    if grep -q '"message":"access"' "$WORK/fleetgate.log"; then
+        die "fleetgate (access_log = false) wrote an access line"
+    fi
 }
 
 stop_all() {
@@ -540,6 +550,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) 
             "$(ratio "${M_P99[fleetgate]}" "${M_P99[$p]}")" "$idle_r" "$conns_r" "$per_r"
     done
     echo
+    echo "The access-log run wrote $(grep -c '"message":"access"' "$WORK/fleetgate_log.log") access lines ($(du -m "$WORK/fleetgate_log.log" | cut -f1) MiB) to a file."
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average before: $LOAD_BEFORE"
 } | tee "$WORK/table.md"
 if [[ -n ${LOAD_TABLE:-} ]]; then
