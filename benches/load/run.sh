@@ -215,7 +215,10 @@ have nginx || die "nginx is the upstream of every path; install the Debian packa
 have wrk || die "wrk drives workload 1; install the Debian package wrk"
 have haproxy || note "skipping the HAProxy path (Debian package haproxy)"
 have python3 || note "skipping workload 4, idle connections (Debian package python3)"
-note "not built yet, skipped: workload 2 (latency at a fixed rate), 3 (h2c), 5 (1 GiB streams), 6 (TLS handshakes)"
+OHA=$(command -v oha || true)
+[[ -z $OHA && -x ${CARGO_HOME:-$HOME/.cargo}/bin/oha ]] && OHA=${CARGO_HOME:-$HOME/.cargo}/bin/oha
+[[ -n $OHA ]] || note "skipping workload 2, latency at a fixed rate (oha: cargo install oha; wrk2 is not in Debian)"
+note "not built yet, skipped: workload 3 (h2c), 5 (1 GiB streams), 6 (TLS handshakes)"
 
 build bare_forwarder
 [[ -x $BARE ]] || die "$BARE is missing: cargo build --release --example bare_forwarder"
@@ -484,15 +487,54 @@ for rep in $(seq "$REPS"); do
 done
 
 # ---------------------------------------------------------------------------------------
-# The table.
+# Workload 2: latency at a constant rate, half the slowest proxy's throughput, corrected
+# for coordinated omission (oha -q --latency-correction), interleaved, medians.
 
 med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
-declare -A M_RPS M_CPU M_P50 M_P99
+declare -A L50 L99 L999 LERR
+RATE=""
+if [[ -n $OHA ]]; then
+    slowest=""
+    for p in "${PATHS[@]}"; do
+        [[ $p == direct ]] && continue
+        r=$(med "${RPS[$p]}")
+        if [[ -z $slowest ]] || awk -v a="$r" -v b="$slowest" 'BEGIN {exit !(a < b)}'; then slowest=$r; fi
+    done
+    RATE=$(awk -v r="$slowest" 'BEGIN {printf "%d", r / 2}')
+    note "workload 2: oha -c64 -q$RATE --latency-correction -z${SECS}s, $REPS interleaved repetitions"
+    for rep in $(seq "$REPS"); do
+        for p in "${PATHS[@]}"; do
+            out=$WORK/oha-$p-$rep.json
+            "$OHA" -z "${SECS}s" -w -c 64 -q "$RATE" --latency-correction --no-tui --output-format json \
+                --worker-threads 1 "http://127.0.0.1:${PORT[$p]}$TARGET_PATH" >"$out" 2>"$WORK/oha-$p-$rep.err" || true
+            read -r l50 l99 l999 bad < <(python3 - "$out" <<'PY' 2>/dev/null || echo "nan nan nan 0"
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+ok = d.get("statusCodeDistribution", {}).get("200", 0)
+bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200")
+bad += sum(d.get("errorDistribution", {}).values())
+print(p["p50"] * 1e6, p["p99"] * 1e6, p["p99.9"] * 1e6, bad)
+PY
+            )
+            L50[$p]+="$l50 "
+            L99[$p]+="$l99 "
+            L999[$p]+="$l999 "
+            LERR[$p]=$((${LERR[$p]:-0} + ${bad%.*}))
+            note "  rep $rep $p: p50 ${l50%.*} us, p99 ${l99%.*} us, p99.9 ${l999%.*} us, $bad errors"
+        done
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# The table.
+
+declare -A M_RPS M_CPU M_L99
 for p in "${PATHS[@]}"; do
     M_RPS[$p]=$(med "${RPS[$p]}")
     M_CPU[$p]=$(med "${CPU[$p]}")
-    M_P50[$p]=$(med "${P50[$p]}")
-    M_P99[$p]=$(med "${P99[$p]}")
+    M_L99[$p]=""
+    [[ -n $RATE ]] && M_L99[$p]=$(med "${L99[$p]}")
 done
 
 label() {
@@ -506,31 +548,43 @@ label() {
     esac
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-per_conn() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print "—"}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "—"; else printf "%.2f", a / b}'; }
+us() { awk -v v="$1" 'BEGIN {if (v == "" || v == "nan") print "—"; else printf "%.0f", v}'; }
+per_conn() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print ""}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" || b == "nan" || b + 0 == 0) print "—"; else printf "%.2f", a / b}'; }
 
 {
     echo
-    echo "Workload 1: wrk -t1 -c64 -d${SECS}s, GET $TARGET_PATH (1 KiB), median of $REPS interleaved runs."
-    echo "Workload 4: $IDLE_CONNS idle keep-alive connections, each after one request."
+    echo "1: HTTP/1.1 keep-alive, wrk -t1 -c64 -d${SECS}s, GET $TARGET_PATH (1 KiB answer); CPU = utime+stime of the proxy's processes / requests."
+    if [[ -n $RATE ]]; then
+        echo "2: oha -c64 -q$RATE (half the slowest proxy's req/s) --latency-correction -z${SECS}s, same request."
+    else
+        echo "2: skipped (oha not found)."
+    fi
+    echo "4: $IDLE_CONNS idle keep-alive connections, each after one request; VmRSS summed over the proxy's processes."
+    echo "Medians of $REPS interleaved runs (1, 2); errors = non-2xx + socket errors over all runs."
     echo
-    echo "| path | req/s | proxy CPU µs/req | p50 µs | p99 µs | errors | idle RSS MiB | RSS with idle conns MiB | bytes per idle conn |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| path | 1: req/s | 1: CPU µs/req | 2: p50 µs | 2: p99 µs | 2: p99.9 µs | errors | 4: idle RSS MiB | 4: RSS with conns MiB | 4: bytes per conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${PATHS[@]}"; do
         cpu=${M_CPU[$p]}
-        [[ $p == direct ]] && cpu="— (upstream: $cpu)"
+        [[ $p == direct ]] && cpu="($cpu upstream)"
+        l50="—" l99="—" l999="—"
+        if [[ -n $RATE ]]; then
+            l50=$(us "$(med "${L50[$p]}")") l99=$(us "${M_L99[$p]}") l999=$(us "$(med "${L999[$p]}")")
+        fi
         if [[ -n ${RSS_IDLE[$p]:-} ]]; then
             idle=$(mib "${RSS_IDLE[$p]}")
-            conns="$(mib "${RSS_CONNS[$p]}") (${HELD[$p]} held)"
+            conns=$(mib "${RSS_CONNS[$p]}")
+            ((HELD[$p] == IDLE_CONNS)) || conns="$conns (${HELD[$p]} held)"
             per=$(per_conn "${RSS_IDLE[$p]}" "${RSS_CONNS[$p]}" "${HELD[$p]}")
         else
             idle="—" conns="—" per="—"
         fi
-        printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n' "$(label "$p")" \
-            "${M_RPS[$p]}" "$cpu" "${M_P50[$p]}" "${M_P99[$p]}" "${ERRS[$p]}" "$idle" "$conns" "$per"
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
+            "${M_RPS[$p]}" "$cpu" "$l50" "$l99" "$l999" "$((ERRS[$p] + ${LERR[$p]:-0}))" "$idle" "$conns" "${per:-—}"
     done
     echo
-    echo "| fleetgate / … | req/s | CPU µs/req | p99 | idle RSS | RSS with idle conns | bytes per idle conn |"
+    echo "| fleetgate / … | 1: req/s | 1: CPU µs/req | 2: p99 | 4: idle RSS | 4: RSS with conns | 4: bytes per conn |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     for p in nginx haproxy bare direct fleetgate_log; do
         [[ -n ${M_RPS[$p]:-} ]] || continue
@@ -544,14 +598,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) 
                 "$(per_conn "${RSS_IDLE[$p]}" "${RSS_CONNS[$p]}" "${HELD[$p]}")")
         fi
         name=$(label "$p")
-        [[ $p == fleetgate_log ]] && name="fleetgate with access log (log off / on)"
+        [[ $p == fleetgate_log ]] && name="fleetgate, access log on (off / on)"
         printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
             "$(ratio "${M_RPS[fleetgate]}" "${M_RPS[$p]}")" "$cpu_r" \
-            "$(ratio "${M_P99[fleetgate]}" "${M_P99[$p]}")" "$idle_r" "$conns_r" "$per_r"
+            "$(ratio "${M_L99[fleetgate]}" "${M_L99[$p]}")" "$idle_r" "$conns_r" "$per_r"
     done
     echo
     echo "The access-log run wrote $(grep -c '"message":"access"' "$WORK/fleetgate_log.log") access lines ($(du -m "$WORK/fleetgate_log.log" | cut -f1) MiB) to a file."
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average before: $LOAD_BEFORE"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average before the run: $LOAD_BEFORE"
 } | tee "$WORK/table.md"
 if [[ -n ${LOAD_TABLE:-} ]]; then
     cp "$WORK/table.md" "$LOAD_TABLE"
