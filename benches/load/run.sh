@@ -49,6 +49,7 @@ P_FGL_ADMIN=$((BASE + 4))
 P_NGX=$((BASE + 5))   # nginx proxy
 P_HAP=$((BASE + 6))   # HAProxy
 P_BARE=$((BASE + 7))  # bare hyper forwarder
+P_NGX_H2=$((BASE + 8)) # nginx proxy, h2c (prior knowledge) listener
 # A fleet-ok GET of the shipped manifest (routes/40-fleet.toml).
 TARGET_PATH=/api/acme/threads
 HZ=$(getconf CLK_TCK)
@@ -218,7 +219,8 @@ have python3 || note "skipping workload 4, idle connections (Debian package pyth
 OHA=$(command -v oha || true)
 [[ -z $OHA && -x ${CARGO_HOME:-$HOME/.cargo}/bin/oha ]] && OHA=${CARGO_HOME:-$HOME/.cargo}/bin/oha
 [[ -n $OHA ]] || note "skipping workload 2, latency at a fixed rate (oha: cargo install oha; wrk2 is not in Debian)"
-note "not built yet, skipped: workload 3 (h2c), 5 (1 GiB streams), 6 (TLS handshakes)"
+have h2load || note "skipping workload 3, h2c (h2load: Debian package nghttp2-client)"
+note "not built yet, skipped: workload 5 (1 GiB streams), 6 (TLS handshakes)"
 
 build bare_forwarder
 [[ -x $BARE ]] || die "$BARE is missing: cargo build --release --example bare_forwarder"
@@ -288,6 +290,8 @@ EOF
     }
     server {
         listen 127.0.0.1:$P_NGX;
+        # nginx 1.22 serves h2c (prior knowledge) only on a listener of its own.
+        listen 127.0.0.1:$P_NGX_H2 http2;
         location / {
             proxy_pass http://fleet;
             proxy_http_version 1.1;
@@ -320,7 +324,7 @@ EOF
 # ---------------------------------------------------------------------------------------
 # The processes. PROC_PIDS[path] lists the pids whose CPU and memory count for the path.
 
-declare -A PORT PROC_PIDS
+declare -A PORT PORT_H2 PROC_PIDS
 PATHS=()
 
 start upstream nginx -p "$WORK" -c "$WORK/upstream.conf" -g 'daemon off;'
@@ -351,6 +355,7 @@ start_all() {
     wait_port "$P_NGX" nginx
     PATHS+=(nginx)
     PORT[nginx]=$P_NGX
+    PORT_H2[nginx]=$P_NGX_H2
     PROC_PIDS[nginx]="$master $(children "$master")"
 
     if have haproxy; then
@@ -527,6 +532,40 @@ PY
 fi
 
 # ---------------------------------------------------------------------------------------
+# Workload 3: h2c (HTTP/2 with prior knowledge), h2load -t1 -c16 -m16, req/s and CPU per
+# request, interleaved, medians. Not the direct path: the upstream speaks HTTP/1.1 only.
+
+declare -A H2RPS H2CPU
+H2=""
+if have h2load; then
+    H2=1
+    note "workload 3: h2load -t1 -c16 -m16 -D${SECS}, $REPS interleaved repetitions"
+    for rep in $(seq "$REPS"); do
+        for p in "${PATHS[@]}"; do
+            [[ $p == direct ]] && continue
+            port=${PORT_H2[$p]:-${PORT[$p]}}
+            out=$WORK/h2load-$p-$rep.txt
+            c0=$(cpu_ticks ${PROC_PIDS[$p]})
+            h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "http://127.0.0.1:$port$TARGET_PATH" >"$out" 2>&1 || true
+            c1=$(cpu_ticks ${PROC_PIDS[$p]})
+            # "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout"
+            read -r done ok < <(awk '/^requests:/ {print $6, $8}' "$out")
+            rps=$(awk '/^finished in/ {print $4}' "$out")
+            if [[ -z ${ok:-} || $ok == 0 ]]; then
+                note "  rep $rep $p: h2load got no answers (see $out)"
+                continue
+            fi
+            # The warm-up second is not in the count but is in the CPU time: add it at the same rate.
+            cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$done" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
+            H2RPS[$p]+="$rps "
+            H2CPU[$p]+="$cpu_us "
+            ERRS[$p]=$((${ERRS[$p]:-0} + done - ok))
+            note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((done - ok)) failed"
+        done
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
 # The table.
 
 declare -A M_RPS M_CPU M_L99
@@ -560,17 +599,26 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     else
         echo "2: skipped (oha not found)."
     fi
+    if [[ -n $H2 ]]; then
+        echo "3: h2c with prior knowledge, h2load -t1 -c16 -m16 -D${SECS}, same request; CPU as in 1."
+    else
+        echo "3: skipped (h2load not found)."
+    fi
     echo "4: $IDLE_CONNS idle keep-alive connections, each after one request; VmRSS summed over the proxy's processes."
     echo "Medians of $REPS interleaved runs (1, 2); errors = non-2xx + socket errors over all runs."
     echo
-    echo "| path | 1: req/s | 1: CPU µs/req | 2: p50 µs | 2: p99 µs | 2: p99.9 µs | errors | 4: idle RSS MiB | 4: RSS with conns MiB | 4: bytes per conn |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| path | 1: req/s | 1: CPU µs/req | 2: p50 µs | 2: p99 µs | 2: p99.9 µs | 3: h2c req/s | 3: h2c CPU µs/req | errors | 4: idle RSS MiB | 4: RSS with conns MiB | 4: bytes per conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${PATHS[@]}"; do
         cpu=${M_CPU[$p]}
         [[ $p == direct ]] && cpu="($cpu upstream)"
         l50="—" l99="—" l999="—"
         if [[ -n $RATE ]]; then
             l50=$(us "$(med "${L50[$p]}")") l99=$(us "${M_L99[$p]}") l999=$(us "$(med "${L999[$p]}")")
+        fi
+        h2r="—" h2c="—"
+        if [[ -n ${H2RPS[$p]:-} ]]; then
+            h2r=$(us "$(med "${H2RPS[$p]}")") h2c=$(med "${H2CPU[$p]}")
         fi
         if [[ -n ${RSS_IDLE[$p]:-} ]]; then
             idle=$(mib "${RSS_IDLE[$p]}")
@@ -580,12 +628,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
         else
             idle="—" conns="—" per="—"
         fi
-        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
-            "${M_RPS[$p]}" "$cpu" "$l50" "$l99" "$l999" "$((ERRS[$p] + ${LERR[$p]:-0}))" "$idle" "$conns" "${per:-—}"
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
+            "${M_RPS[$p]}" "$cpu" "$l50" "$l99" "$l999" "$h2r" "$h2c" "$((ERRS[$p] + ${LERR[$p]:-0}))" "$idle" "$conns" "${per:-—}"
     done
     echo
-    echo "| fleetgate / … | 1: req/s | 1: CPU µs/req | 2: p99 | 4: idle RSS | 4: RSS with conns | 4: bytes per conn |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| fleetgate / … | 1: req/s | 1: CPU µs/req | 2: p99 | 3: h2c req/s | 3: h2c CPU µs/req | 4: idle RSS | 4: RSS with conns | 4: bytes per conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in nginx haproxy bare direct fleetgate_log; do
         [[ -n ${M_RPS[$p]:-} ]] || continue
         cpu_r="—"
@@ -597,11 +645,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
             per_r=$(ratio "$(per_conn "${RSS_IDLE[fleetgate]}" "${RSS_CONNS[fleetgate]}" "${HELD[fleetgate]}")" \
                 "$(per_conn "${RSS_IDLE[$p]}" "${RSS_CONNS[$p]}" "${HELD[$p]}")")
         fi
+        h2r_r="—" h2c_r="—"
+        if [[ -n ${H2RPS[$p]:-} && -n ${H2RPS[fleetgate]:-} ]]; then
+            h2r_r=$(ratio "$(med "${H2RPS[fleetgate]}")" "$(med "${H2RPS[$p]}")")
+            h2c_r=$(ratio "$(med "${H2CPU[fleetgate]}")" "$(med "${H2CPU[$p]}")")
+        fi
         name=$(label "$p")
         [[ $p == fleetgate_log ]] && name="fleetgate, access log on (off / on)"
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
             "$(ratio "${M_RPS[fleetgate]}" "${M_RPS[$p]}")" "$cpu_r" \
-            "$(ratio "${M_L99[fleetgate]}" "${M_L99[$p]}")" "$idle_r" "$conns_r" "$per_r"
+            "$(ratio "${M_L99[fleetgate]}" "${M_L99[$p]}")" "$h2r_r" "$h2c_r" "$idle_r" "$conns_r" "$per_r"
     done
     echo
     echo "The access-log run wrote $(grep -c '"message":"access"' "$WORK/fleetgate_log.log") access lines ($(du -m "$WORK/fleetgate_log.log" | cut -f1) MiB) to a file."
