@@ -305,7 +305,8 @@ EOF
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 2
-    maxconn $((NOFILE / 2 - 100))
+    # One descriptor per idle client connection; HAProxy raises its own limit to fit.
+    maxconn $((IDLE_CONNS + 1000))
 defaults
     mode http
     option http-keep-alive
