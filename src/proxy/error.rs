@@ -5,7 +5,7 @@
 //! what went wrong.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::admission::ShedReason;
@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// No, several, invalid or disagreeing `Host` / `:authority` (see
     /// `normalize::authority`).
     BadAuthority(&'static str),
+    /// An HTTP/1 body that could be framed two ways (see `normalize::framing`). The
+    /// connection is closed after the answer.
+    BadFraming(&'static str),
     /// `x-fleetgate-via` already names this node.
     LoopDetected,
     /// `x-fleetgate-via` names more hops than `limits.max_hops` allows.
@@ -74,9 +77,10 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::BadTarget | ProxyError::BadAuthority(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadPath(_)
+            | ProxyError::BadTarget
+            | ProxyError::BadAuthority(_)
+            | ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ProxyError::LoopDetected | ProxyError::TooManyHops => StatusCode::LOOP_DETECTED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Shed { .. } | ProxyError::Guard { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +100,7 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(e) => e.as_str(),
             ProxyError::BadTarget => "request target must be an absolute path",
-            ProxyError::BadAuthority(why) => why,
+            ProxyError::BadAuthority(why) | ProxyError::BadFraming(why) => why,
             ProxyError::LoopDetected => {
                 "loop detected: this request already passed through this fleetgate node"
             }
@@ -163,6 +167,7 @@ impl ProxyError {
             ProxyError::BadPath(_)
                 | ProxyError::BadTarget
                 | ProxyError::BadAuthority(_)
+                | ProxyError::BadFraming(_)
                 | ProxyError::LoopDetected
                 | ProxyError::TooManyHops
         )
@@ -172,7 +177,9 @@ impl ProxyError {
     pub fn to_response<C: OnComplete>(&self) -> Response<ResponseBody<C>> {
         let body = match self {
             ProxyError::BadPath(e) => Bytes::from(format!("bad request: {e}\n")),
-            ProxyError::BadAuthority(why) => Bytes::from(format!("bad request: {why}\n")),
+            ProxyError::BadAuthority(why) | ProxyError::BadFraming(why) => {
+                Bytes::from(format!("bad request: {why}\n"))
+            }
             _ => Bytes::from_static(self.reason().as_bytes()),
         };
         let mut resp = Response::new(ResponseBody::full(body));
@@ -184,6 +191,11 @@ impl ProxyError {
         );
         if self.needs_ide() {
             h.insert(REQUIRED_ROLE, HeaderValue::from_static("ide"));
+        }
+        if let ProxyError::BadFraming(_) = self {
+            // HTTP/1 only: what follows on this connection cannot be trusted to start a
+            // request (RFC 9112 §6.1).
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         match self {
             ProxyError::Upstream {

@@ -130,8 +130,11 @@ impl Proxy {
             return probe_response(status, json);
         }
 
-        // authority: one Host, the one the upstream gets (probes above need none).
-        if let Err(e) = normalize::authority(parts.version, &parts.uri, &mut parts.headers) {
+        // authority: one Host, the one the upstream gets (probes above need none); and a
+        // body with one framing.
+        if let Err(e) = normalize::authority(parts.version, &parts.uri, &mut parts.headers)
+            .and_then(|()| normalize::framing(parts.version, &parts.headers))
+        {
             return ex.reject(e);
         }
 

@@ -1,14 +1,15 @@
 //! The normalize step: the request target in its one canonical form (see [`crate::path`]),
 //! used both to classify the request and as the request line sent upstream, so that the
 //! proxy and the upstream cannot disagree about what a path means; and the authority in
-//! one form, so that they cannot disagree about which host it is for ([`authority`]).
+//! one form, so that they cannot disagree about which host it is for ([`authority`]); and
+//! the body's framing in one reading ([`framing`]).
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 
-use http::header::HOST;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Version};
 
 use crate::path::NormalizeOptions;
@@ -84,6 +85,42 @@ pub fn authority(
         Some(h) if valid_authority(&h) => Ok(()),
         Some(_) => Err(ProxyError::BadAuthority("invalid host header")),
     }
+}
+
+/// Refuse an HTTP/1 request whose body could be framed two ways (RFC 9112 §6.1, §6.3).
+///
+/// hyper already refuses a `Transfer-Encoding` whose final coding is not `chunked`,
+/// conflicting `Content-Length` values and `Transfer-Encoding` in HTTP/1.0. What it
+/// accepts and we refuse, as Envoy does by default: both `Transfer-Encoding` and
+/// `Content-Length` (CL.TE / TE.CL: hyper would follow `Transfer-Encoding`, a lenient
+/// backend behind another hop might follow the length), and any `Transfer-Encoding`
+/// other than exactly one `chunked` (`chunked, chunked`, `gzip, chunked`: a coding we
+/// would pass on undecoded). The connection is closed after the `400`.
+pub fn framing(version: Version, headers: &HeaderMap) -> Result<(), ProxyError> {
+    if version == Version::HTTP_2 {
+        // h2 frames bodies itself; the h2 layer refuses connection-specific fields and a
+        // content-length that disagrees with the DATA frames.
+        return Ok(());
+    }
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let Some(coding) = codings.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Err(ProxyError::BadFraming(
+            "both transfer-encoding and content-length",
+        ));
+    }
+    let only_chunked = codings.next().is_none()
+        && coding
+            .to_str()
+            .is_ok_and(|c| c.trim_matches([' ', '\t']).eq_ignore_ascii_case("chunked"));
+    if !only_chunked {
+        return Err(ProxyError::BadFraming(
+            "transfer-encoding other than a single chunked",
+        ));
+    }
+    Ok(())
 }
 
 /// `host[:port]` as RFC 9110 §7.2 allows it: a non-empty authority without userinfo.
@@ -162,6 +199,37 @@ mod tests {
             check(V::HTTP_2, "http://app.example/a", &["evil"]),
             Err(":authority and host disagree")
         );
+    }
+
+    #[test]
+    fn a_body_has_one_framing() {
+        let h = |fields: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in fields {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let ok = |fields: &[(&str, &str)]| framing(Version::HTTP_11, &h(fields)).is_ok();
+        assert!(ok(&[]));
+        assert!(ok(&[("content-length", "5")]));
+        assert!(ok(&[("transfer-encoding", "chunked")]));
+        assert!(ok(&[("transfer-encoding", "Chunked ")]));
+        assert!(!ok(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5")
+        ]));
+        assert!(!ok(&[("transfer-encoding", "chunked, chunked")]));
+        assert!(!ok(&[("transfer-encoding", "gzip, chunked")]));
+        assert!(!ok(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked")
+        ]));
+        // HTTP/2 has no transfer codings; its own layer checks content-length.
+        assert!(framing(Version::HTTP_2, &h(&[("content-length", "5")])).is_ok());
     }
 
     fn target(uri: &str, allow_encoded_slash: bool) -> Result<String, ProxyError> {

@@ -3,6 +3,9 @@
 //! and small client helpers. Everything listens on 127.0.0.1 port 0.
 #![allow(dead_code)]
 
+pub mod h2raw;
+pub mod recording;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
