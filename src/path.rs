@@ -18,7 +18,9 @@
 //!
 //! Rejected: a `%` not followed by two hex digits; raw or escaped control bytes
 //! (0x00-0x1F, 0x7F); escaped `/` and `\` (unless [`NormalizeOptions::allow_encoded_slash`]);
-//! raw `\`, space, `#`, `?` and non-ASCII bytes; a segment whose part before its first
+//! raw `\`, space, `#`, `?` and non-ASCII bytes; escapes of non-ASCII bytes that are not
+//! valid UTF-8 (overlong forms such as `%C0%AE` for `.` or `%C0%AF` for `/`, which lenient
+//! decoders turn into a dot segment or a separator; surrogates; truncated sequences); a segment whose part before its first
 //! `;` (raw, or `%3B`) is `.` or `..` once decoded (`..;x`, `.;`, `%2e%2e;jsessionid=1`),
 //! because Java servlet containers strip such path parameters and read a dot segment
 //! there. Other printable ASCII passes as is.
@@ -51,6 +53,8 @@ pub enum PathError {
     /// A segment whose part before `;` is `.` or `..` (`..;x`, `.;`, `%2e%2e;`): servlet
     /// containers read it as a dot segment, so it could reach another route.
     DotSegmentParameters,
+    /// Escaped non-ASCII bytes that are not UTF-8 (`%C0%AE`, an overlong `.`).
+    InvalidUtf8,
 }
 
 impl PathError {
@@ -65,6 +69,7 @@ impl PathError {
             PathError::InvalidByte => "invalid byte in path",
             PathError::AboveRoot => "path goes above the root",
             PathError::DotSegmentParameters => "dot segment with ;parameters in path",
+            PathError::InvalidUtf8 => "percent-escapes in path that are not UTF-8",
         }
     }
 }
@@ -148,6 +153,37 @@ fn escape(bytes: &[u8], i: usize, opts: NormalizeOptions) -> Result<Escape, Path
     })
 }
 
+/// How many bytes the escape at `bytes[i] == b'%'` spans together with the escapes that
+/// must follow it: 3 for an escape of an ASCII byte; for a non-ASCII lead byte, its whole
+/// UTF-8 sequence, which must be valid (no overlong form, no surrogate, nothing above
+/// U+10FFFF, no missing continuation).
+fn escape_span(bytes: &[u8], i: usize) -> Result<usize, PathError> {
+    let value_at = |j: usize| -> Option<u8> {
+        match (bytes.get(j), bytes.get(j + 1), bytes.get(j + 2)) {
+            (Some(b'%'), Some(&hi), Some(&lo))
+                if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() =>
+            {
+                Some((hex_value(hi) << 4) | hex_value(lo))
+            }
+            _ => None,
+        }
+    };
+    let lead = value_at(i).ok_or(PathError::InvalidEscape)?;
+    let len = match lead {
+        0x00..=0x7f => return Ok(3),
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return Err(PathError::InvalidUtf8),
+    };
+    let mut seq = [lead, 0, 0, 0];
+    for (k, slot) in seq.iter_mut().enumerate().take(len).skip(1) {
+        *slot = value_at(i + 3 * k).ok_or(PathError::InvalidUtf8)?;
+    }
+    std::str::from_utf8(&seq[..len]).map_err(|_| PathError::InvalidUtf8)?;
+    Ok(3 * len)
+}
+
 /// Check a raw byte other than `%` and `/`.
 fn check_raw(b: u8) -> Result<(), PathError> {
     if is_control(b) {
@@ -217,16 +253,19 @@ fn is_canonical(bytes: &[u8], opts: NormalizeOptions) -> Result<bool, PathError>
                 i += 1;
             }
             b'%' => {
-                match escape(bytes, i, opts)? {
-                    Escape::Decoded(_)
-                    | Escape::Kept {
-                        canonical: false, ..
-                    } => return Ok(false),
-                    Escape::Kept {
-                        canonical: true, ..
-                    } => {}
+                let span = escape_span(bytes, i)?;
+                for at in (i..i + span).step_by(3) {
+                    match escape(bytes, at, opts)? {
+                        Escape::Decoded(_)
+                        | Escape::Kept {
+                            canonical: false, ..
+                        } => return Ok(false),
+                        Escape::Kept {
+                            canonical: true, ..
+                        } => {}
+                    }
                 }
-                i += 3;
+                i += span;
             }
             b => {
                 check_raw(b)?;
@@ -258,14 +297,17 @@ fn rebuild(bytes: &[u8], opts: NormalizeOptions) -> Result<String, PathError> {
         let mut i = 0;
         while i < raw.len() {
             if raw[i] == b'%' {
-                match escape(raw, i, opts)? {
-                    Escape::Decoded(b) => out.push(b),
-                    Escape::Kept { upper, .. } => {
-                        out.push(b'%');
-                        out.extend_from_slice(&upper);
+                let span = escape_span(raw, i)?;
+                for at in (i..i + span).step_by(3) {
+                    match escape(raw, at, opts)? {
+                        Escape::Decoded(b) => out.push(b),
+                        Escape::Kept { upper, .. } => {
+                            out.push(b'%');
+                            out.extend_from_slice(&upper);
+                        }
                     }
                 }
-                i += 3;
+                i += span;
             } else {
                 check_raw(raw[i])?;
                 out.push(raw[i]);
@@ -326,6 +368,17 @@ mod tests {
         ("/a/..%3Bx/b", Err(PathError::DotSegmentParameters)),
         ("/a/.%3b/b", Err(PathError::DotSegmentParameters)),
         ("/a/...;x", Ok("/a/...;x")),
+        // Escaped non-ASCII must be UTF-8: overlong `.` and `/`, surrogates, truncation.
+        ("/a/%C0%AE%C0%AE/b", Err(PathError::InvalidUtf8)),
+        ("/a/x%c0%afy", Err(PathError::InvalidUtf8)),
+        ("/a/%E0%80%AE", Err(PathError::InvalidUtf8)),
+        ("/a/%ED%A0%80", Err(PathError::InvalidUtf8)),
+        ("/a/%F5%80%80%80", Err(PathError::InvalidUtf8)),
+        ("/a/%C3", Err(PathError::InvalidUtf8)),
+        ("/a/%C3x", Err(PathError::InvalidUtf8)),
+        ("/a/%A9", Err(PathError::InvalidUtf8)),
+        ("/a/%c3%a9", Ok("/a/%C3%A9")),
+        ("/a/%F0%9F%A6%80", Ok("/a/%F0%9F%A6%80")),
         ("/a/b;v=1/c", Ok("/a/b;v=1/c")),
         ("/a/;x", Ok("/a/;x")),
         // Already canonical.
@@ -354,7 +407,8 @@ mod tests {
         ("/a%2a", Ok("/a%2A")),
         ("/%25", Ok("/%25")),
         ("/%2525", Ok("/%2525")),
-        ("/%ff", Ok("/%FF")),
+        ("/%ff", Err(PathError::InvalidUtf8)),
+        ("/%c3%A9", Ok("/%C3%A9")),
         // Invalid escapes.
         ("/%", Err(PathError::InvalidEscape)),
         ("/a%", Err(PathError::InvalidEscape)),

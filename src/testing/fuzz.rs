@@ -193,15 +193,37 @@ pub fn reference_normalize(input: &str, opts: NormalizeOptions) -> Result<String
 }
 
 fn reference_segment(raw: &str, opts: NormalizeOptions) -> Result<String, PathError> {
+    let b = raw.as_bytes();
+    // The byte of the escape at `j`, if there is a complete one.
+    let escaped = |j: usize| -> Option<u8> {
+        let hex = raw.get(j + 1..j + 3)?;
+        (b[j] == b'%' && hex.chars().all(|h| h.is_ascii_hexdigit()))
+            .then(|| u8::from_str_radix(hex, 16).unwrap())
+    };
     let mut out = String::new();
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            let hex: String = chars.by_ref().take(2).collect();
-            if hex.len() != 2 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
-                return Err(PathError::InvalidEscape);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let v = escaped(i).ok_or(PathError::InvalidEscape)?;
+            if v >= 0x80 {
+                // A UTF-8 lead byte announces its length by its leading ones; the whole
+                // sequence must be escaped and decode.
+                let n = match v.leading_ones() {
+                    n @ 2..=4 => n as usize,
+                    _ => return Err(PathError::InvalidUtf8),
+                };
+                let seq: Vec<u8> = (0..n)
+                    .map(|k| escaped(i + 3 * k))
+                    .collect::<Option<_>>()
+                    .ok_or(PathError::InvalidUtf8)?;
+                std::str::from_utf8(&seq).map_err(|_| PathError::InvalidUtf8)?;
+                for x in seq {
+                    out.push_str(&format!("%{x:02X}"));
+                }
+                i += 3 * n;
+                continue;
             }
-            let v = u8::from_str_radix(&hex, 16).unwrap();
             match v {
                 0..=0x1f | 0x7f => return Err(PathError::ControlByte),
                 b'/' if !opts.allow_encoded_slash => return Err(PathError::EncodedSlash),
@@ -209,12 +231,14 @@ fn reference_segment(raw: &str, opts: NormalizeOptions) -> Result<String, PathEr
                 v if unreserved(v) => out.push(v as char),
                 v => out.push_str(&format!("%{v:02X}")),
             }
+            i += 3;
         } else if c.is_ascii_control() {
             return Err(PathError::ControlByte);
-        } else if !c.is_ascii() || matches!(c, '\\' | ' ' | '#' | '?') {
+        } else if !c.is_ascii() || matches!(c, b'\\' | b' ' | b'#' | b'?') {
             return Err(PathError::InvalidByte);
         } else {
-            out.push(c);
+            out.push(c as char);
+            i += 1;
         }
     }
     Ok(out)
