@@ -11,9 +11,13 @@
 //! to finish (idle keep-alives close, HTTP/2 gets GOAWAY, in-flight requests and streams
 //! run on) and get `timeouts.shutdown` to do so; whatever is left is then closed.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -21,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -236,6 +240,9 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.limits.max_header_bytes as u32)
+        // Streams beyond this are refused (REFUSED_STREAM); cancelled-before-accepted
+        // streams beyond h2's default of 20 pending (rapid reset) end the connection.
+        .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
@@ -247,6 +254,7 @@ struct ConnSettings {
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     header_read: Duration,
+    send: Duration,
 }
 
 impl ConnSettings {
@@ -256,6 +264,7 @@ impl ConnSettings {
             builder: Arc::new(http_builder(&snap.config)),
             tls: snap.tls.clone().map(TlsAcceptor::from),
             header_read: snap.config.timeouts.header_read,
+            send: snap.config.timeouts.send,
         }
     }
 }
@@ -303,6 +312,7 @@ async fn accept_loop(
             builder: settings.builder.clone(),
             remote,
             deadline: Instant::now() + settings.header_read,
+            send: settings.send,
             watcher: graceful.watcher(),
             kill: kill.clone(),
             _permit: permit,
@@ -321,6 +331,8 @@ struct Conn {
     /// The first request head must have arrived by then (covers the TLS handshake and the
     /// HTTP/2 preface; hyper enforces `header_read` for later HTTP/1.1 heads).
     deadline: Instant,
+    /// `timeouts.send`: see [`SendDeadline`].
+    send: Duration,
     watcher: Watcher,
     kill: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -391,6 +403,7 @@ impl Conn {
             builder,
             remote,
             deadline,
+            send,
             watcher,
             mut kill,
             _permit,
@@ -409,8 +422,10 @@ impl Conn {
             .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
             .layer(PropagateRequestIdLayer::x_request_id())
             .service(ProxyService::new(proxy, info.clone()));
-        let conn =
-            builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(SendDeadline::new(io, send)),
+            TowerToHyperService::new(svc),
+        );
         let conn = watcher.watch(conn);
         tokio::pin!(conn);
         let first_head = tokio::time::sleep_until(deadline);
@@ -433,6 +448,108 @@ impl Conn {
                 }
                 _ = kill.changed() => return,
             }
+        }
+    }
+}
+
+/// A client connection whose writes may not stay blocked for longer than `timeouts.send`:
+/// a client that stops reading (its receive window and our socket buffer full) gets its
+/// connection closed instead of holding an admission slot and an upstream connection
+/// forever. The clock runs only while a write or flush is pending; any progress resets
+/// it. The timer is allocated at the first stall, not per connection.
+struct SendDeadline<I> {
+    io: I,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: bool,
+}
+
+impl<I> SendDeadline<I> {
+    fn new(io: I, limit: Duration) -> SendDeadline<I> {
+        SendDeadline {
+            io,
+            limit,
+            timer: None,
+            stalled: false,
+        }
+    }
+
+    /// The inner write made progress (or failed): the client is reading.
+    fn progressed<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = false;
+        }
+        r
+    }
+
+    /// The inner write is pending: start the clock, or fail once it has run out.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !self.stalled {
+            self.stalled = true;
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read for timeouts.send",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for SendDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for SendDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Pending => self.pending(cx),
+            r => self.progressed(r),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending(cx),
+            r => self.progressed(r),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.pending(cx),
+            r => self.progressed(r),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_shutdown(cx) {
+            Poll::Pending => self.pending(cx),
+            r => self.progressed(r),
         }
     }
 }

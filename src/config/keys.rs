@@ -182,6 +182,12 @@ pub(super) const KEYS: &[Key] = &[
         get: |c| ms(c.timeouts.idle),
     },
     Key {
+        name: "timeouts.send",
+        env: &["FLEETGATE_TIMEOUTS_SEND"],
+        set: |d, r| put(&mut d.config.timeouts.send, millis(r, 1)),
+        get: |c| ms(c.timeouts.send),
+    },
+    Key {
         name: "timeouts.header_read",
         env: &["FLEETGATE_TIMEOUTS_HEADER_READ"],
         set: |d, r| put(&mut d.config.timeouts.header_read, millis(r, 1)),

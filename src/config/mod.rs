@@ -157,6 +157,9 @@ pub struct Timeouts {
     pub connect: Duration,
     pub first_byte: Duration,
     pub idle: Duration,
+    /// The longest a client may leave fleetgate's writes unread (a full socket) before
+    /// the connection is closed: the slow-reader limit.
+    pub send: Duration,
     pub header_read: Duration,
     pub shutdown: Duration,
     pub drain_delay: Duration,
@@ -347,6 +350,7 @@ impl Default for Config {
                 connect: Duration::from_millis(3000),
                 first_byte: Duration::from_millis(60_000),
                 idle: Duration::from_millis(120_000),
+                send: Duration::from_millis(60_000),
                 header_read: Duration::from_millis(10_000),
                 shutdown: Duration::from_millis(30_000),
                 drain_delay: Duration::from_millis(5000),
