@@ -567,3 +567,54 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(rules: &str) -> Manifest {
+        Manifest::from_sources(&[("r.toml".into(), rules.into())]).expect("loads")
+    }
+
+    const TWO: &str = r#"
+[[rule]]
+path = "/a"
+class = "ide-only"
+why = "a"
+
+[[rule]]
+path = "/b"
+class = "fleet-ok"
+why = "b"
+"#;
+
+    #[test]
+    fn rule_hits_count_per_rule_and_unlisted_and_ignore_unknown_indexes() {
+        let hits = RuleHits::new(&manifest(TWO));
+        hits.hit(Some(1));
+        hits.hit(Some(1));
+        hits.hit(None);
+        hits.hit(Some(7)); // not a rule of this manifest: not counted anywhere
+        assert_eq!((hits.rule(0), hits.rule(1), hits.unlisted()), (0, 2, 1));
+        assert_eq!(hits.rule(2), 0, "the unlisted slot is not a rule");
+    }
+
+    #[test]
+    fn the_reload_ring_keeps_the_last_attempts_newest_first() {
+        let rt = Runtime::new(Arc::new(Metrics::new()), Duration::from_secs(1));
+        for serial in 0..(RELOAD_HISTORY as u64 + 3) {
+            rt.record_reload(ReloadAttempt {
+                at: SystemTime::now(),
+                trigger: "SIGHUP",
+                applied: Some(("d".into(), serial)),
+                error: None,
+            });
+        }
+        let serials: Vec<u64> = rt
+            .reload_history()
+            .iter()
+            .map(|a| a.applied.as_ref().unwrap().1)
+            .collect();
+        assert_eq!(serials, (3..13).rev().collect::<Vec<_>>());
+    }
+}
