@@ -1,7 +1,12 @@
 //! The admin listener (`admin_listen`, default `127.0.0.1:9901`): `GET /metrics`,
 //! `/healthz`, `/readyz`, `/version`, `/routes`, `/routes/unlisted`, `/admission`,
-//! `POST /reload` and
+//! the status page `/` and its data `/status.json`, `POST /reload` and
 //! `POST /super-read-only`.
+//!
+//! The status page is one self-contained HTML document (inline CSS and script, no other
+//! asset) compiled into the binary; it polls `/status.json` every 2 seconds and writes
+//! every value into the page as text. It is served with a content security policy that
+//! lets it load nothing but its own inline code and fetch only from this listener.
 //!
 //! `GET` endpoints are open: kubelet probes and Prometheus reach them over the pod
 //! network. Mutating endpoints (`POST`) are accepted only from a loopback peer, or, when
@@ -13,7 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,7 +31,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::health::{admission_json, json_bytes, probe, version_json};
+use crate::health::{admission_json, json_bytes, probe, status_json, version_json};
 use crate::manifest::{Condition, Manifest, Writes};
 use crate::reload::{Reloader, Trigger};
 use crate::state::{AdminToken, State};
@@ -62,6 +70,40 @@ pub fn routes_json(m: &Manifest) -> Value {
         "digest": m.digest(),
         "rules": rules,
     })
+}
+
+/// The status page (`GET /`).
+const STATUS_PAGE: &str = include_str!("admin/status.html");
+
+/// The status page's policy: its own inline style and script, fetches to this listener,
+/// nothing else (no images, fonts, frames, forms or other origins).
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /`: the status page, with headers that keep it from being framed, sniffed,
+/// cached, or made to load anything from elsewhere.
+fn status_page() -> Response<Full<Bytes>> {
+    let mut r = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(STATUS_PAGE.as_bytes()),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(STATUS_PAGE_CSP),
+    );
+    no_store(h);
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `cache-control: no-store` and `x-content-type-options: nosniff`.
+fn no_store(h: &mut HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -120,6 +162,16 @@ pub async fn handle(
         return respond(status, "application/json", body);
     }
     match path {
+        "/" => status_page(),
+        "/status.json" => {
+            let mut r = respond(
+                StatusCode::OK,
+                "application/json",
+                json_bytes(&status_json(state)),
+            );
+            no_store(r.headers_mut());
+            r
+        }
         "/metrics" => {
             state.runtime.refresh_gauges();
             respond(
@@ -161,7 +213,7 @@ pub async fn handle(
 fn not_found() -> Response<Full<Bytes>> {
     text(
         StatusCode::NOT_FOUND,
-        "not found; try GET /healthz /readyz /metrics /version /routes /routes/unlisted /admission, POST /reload /super-read-only\n",
+        "not found; try GET / /status.json /healthz /readyz /metrics /version /routes /routes/unlisted /admission, POST /reload /super-read-only\n",
     )
 }
 

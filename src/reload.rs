@@ -31,7 +31,9 @@ use tokio::sync::watch;
 use crate::config::{self, Config, ConfigError};
 use crate::manifest::{LoadError, Manifest};
 use crate::metrics::Metrics;
-use crate::state::{AdminToken, NodeHeaders, ReloadStatus, Snapshot, State};
+use crate::state::{
+    AdminToken, NodeHeaders, ReloadAttempt, ReloadStatus, RuleHits, Snapshot, State,
+};
 use crate::upstream::{Pool, Upstream};
 
 /// Where the configuration of each reload comes from.
@@ -144,6 +146,7 @@ pub async fn build_snapshot(
         serial: previous.map_or(1, |p| p.serial + 1),
         loaded_at: SystemTime::now(),
         node: NodeHeaders::new(&config, manifest.digest()),
+        rule_hits: RuleHits::carry(&manifest, previous),
         config: Arc::new(config),
         manifest,
         fleet,
@@ -215,6 +218,12 @@ impl Reloader {
                 self.state.swap(next);
                 rt.metrics.reloads.with_label_values(&["ok"]).inc();
                 rt.set_reload_status(ReloadStatus::default());
+                rt.record_reload(ReloadAttempt {
+                    at: SystemTime::now(),
+                    trigger: trigger.as_str(),
+                    applied: Some((done.digest.clone(), done.serial)),
+                    error: None,
+                });
                 tracing::info!(
                     trigger = trigger.as_str(),
                     digest = %done.digest,
@@ -226,9 +235,16 @@ impl Reloader {
             }
             Err(e) => {
                 rt.metrics.reloads.with_label_values(&["error"]).inc();
+                let at = SystemTime::now();
                 rt.set_reload_status(ReloadStatus {
                     last_error: Some(e.to_string()),
-                    last_error_at: Some(SystemTime::now()),
+                    last_error_at: Some(at),
+                });
+                rt.record_reload(ReloadAttempt {
+                    at,
+                    trigger: trigger.as_str(),
+                    applied: None,
+                    error: Some(e.to_string()),
                 });
                 tracing::error!(
                     trigger = trigger.as_str(),

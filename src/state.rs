@@ -9,11 +9,12 @@
 //! What survives a swap is named here and nowhere else: the metrics, the upstream client
 //! (and its keep-alive connections), the admission bulkheads (slots and tenant queues),
 //! the super_read_only switch, version skew seen, the unlisted-route table, the
-//! lifecycle phase, the reload status; endpoint
+//! lifecycle phase, the reload status and the recent reload results; endpoint
 //! health and in-flight counts live in the endpoints, which a new snapshot's pools adopt
 //! ([`crate::upstream::Pool::adopt`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The bearer token the admin listener's POST endpoints require, when configured.
     pub admin_token: Option<AdminToken>,
+    /// Requests per rule of `manifest` (and unlisted ones), for the status page.
+    pub rule_hits: RuleHits,
 }
 
 impl Snapshot {
@@ -60,6 +63,67 @@ impl Snapshot {
     /// The pools of this snapshot.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         std::iter::once(&self.fleet).chain(self.ide.iter())
+    }
+}
+
+/// Requests classified per rule of one manifest, plus one counter for requests that
+/// matched no rule: counted since that manifest (by digest) was first loaded. A reload
+/// that leaves the digest unchanged shares the counters of the snapshot it replaces
+/// ([`RuleHits::carry`]); a new manifest starts every count at zero.
+///
+/// Counting is one relaxed atomic add on the data path: no lock, no allocation.
+#[derive(Clone)]
+pub struct RuleHits {
+    /// `counts[i]` for rule `i`; the last one for requests that matched no rule.
+    counts: Arc<[AtomicU64]>,
+    since: SystemTime,
+}
+
+impl RuleHits {
+    /// Zeroed counters for `manifest`.
+    pub fn new(manifest: &Manifest) -> RuleHits {
+        RuleHits {
+            counts: (0..=manifest.rules().len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            since: SystemTime::now(),
+        }
+    }
+
+    /// The counters for `manifest`: those of `previous` when it has the same digest (the
+    /// counts go on), new ones otherwise.
+    pub fn carry(manifest: &Manifest, previous: Option<&Snapshot>) -> RuleHits {
+        match previous {
+            Some(p) if p.manifest.digest() == manifest.digest() => p.rule_hits.clone(),
+            _ => RuleHits::new(manifest),
+        }
+    }
+
+    /// Count one request classified by rule `rule_index` (`None`: no rule matched).
+    #[inline]
+    pub fn hit(&self, rule_index: Option<usize>) {
+        let unlisted = self.counts.len() - 1;
+        if let Some(c) = self.counts.get(rule_index.unwrap_or(unlisted)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests counted for rule `index`.
+    pub fn rule(&self, index: usize) -> u64 {
+        self.counts
+            .get(index)
+            .filter(|_| index + 1 < self.counts.len())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Requests that matched no rule.
+    pub fn unlisted(&self) -> u64 {
+        self.counts.last().map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// When counting started: when this manifest was first loaded.
+    pub fn since(&self) -> SystemTime {
+        self.since
     }
 }
 
@@ -153,6 +217,21 @@ pub struct ReloadStatus {
     /// When the latest attempt failed.
     pub last_error_at: Option<SystemTime>,
 }
+
+/// One reload attempt, successful or not (`GET /status.json`).
+#[derive(Debug, Clone)]
+pub struct ReloadAttempt {
+    pub at: SystemTime,
+    /// What set it off: `SIGHUP`, `POST /reload`, `file watch`.
+    pub trigger: &'static str,
+    /// The new snapshot's manifest digest and serial, when it succeeded.
+    pub applied: Option<(String, u64)>,
+    /// Why nothing changed, when it failed.
+    pub error: Option<String>,
+}
+
+/// How many reload attempts [`Runtime::reload_history`] keeps.
+pub const RELOAD_HISTORY: usize = 10;
 
 /// The admission bulkheads, one per upstream; `None` where disabled (`max_inflight = 0`).
 /// They survive reloads: a reload reconfigures them in place, keeping every slot held and
@@ -312,6 +391,8 @@ pub struct Runtime {
     pub client: Arc<UpstreamClient>,
     phase: AtomicU8,
     reload_status: Mutex<ReloadStatus>,
+    /// The last [`RELOAD_HISTORY`] reload attempts, oldest first.
+    reloads: Mutex<VecDeque<ReloadAttempt>>,
 }
 
 impl Runtime {
@@ -325,6 +406,7 @@ impl Runtime {
             metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_status: Mutex::new(ReloadStatus::default()),
+            reloads: Mutex::new(VecDeque::with_capacity(RELOAD_HISTORY)),
         }
     }
 
@@ -398,6 +480,21 @@ impl Runtime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = status;
     }
+
+    /// Remember a reload attempt; the oldest beyond [`RELOAD_HISTORY`] is forgotten.
+    pub fn record_reload(&self, attempt: ReloadAttempt) {
+        let mut ring = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        if ring.len() >= RELOAD_HISTORY {
+            ring.pop_front();
+        }
+        ring.push_back(attempt);
+    }
+
+    /// The last [`RELOAD_HISTORY`] reload attempts, newest first.
+    pub fn reload_history(&self) -> Vec<ReloadAttempt> {
+        let ring = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.iter().rev().cloned().collect()
+    }
 }
 
 /// The live snapshot and the runtime state: what every part of a running server shares.
@@ -468,5 +565,56 @@ impl State {
                 next_dns = tokio::time::Instant::now() + snap.config.upstreams.dns_refresh;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(rules: &str) -> Manifest {
+        Manifest::from_sources(&[("r.toml".into(), rules.into())]).expect("loads")
+    }
+
+    const TWO: &str = r#"
+[[rule]]
+path = "/a"
+class = "ide-only"
+why = "a"
+
+[[rule]]
+path = "/b"
+class = "fleet-ok"
+why = "b"
+"#;
+
+    #[test]
+    fn rule_hits_count_per_rule_and_unlisted_and_ignore_unknown_indexes() {
+        let hits = RuleHits::new(&manifest(TWO));
+        hits.hit(Some(1));
+        hits.hit(Some(1));
+        hits.hit(None);
+        hits.hit(Some(7)); // not a rule of this manifest: not counted anywhere
+        assert_eq!((hits.rule(0), hits.rule(1), hits.unlisted()), (0, 2, 1));
+        assert_eq!(hits.rule(2), 0, "the unlisted slot is not a rule");
+    }
+
+    #[test]
+    fn the_reload_ring_keeps_the_last_attempts_newest_first() {
+        let rt = Runtime::new(Arc::new(Metrics::new()), Duration::from_secs(1));
+        for serial in 0..(RELOAD_HISTORY as u64 + 3) {
+            rt.record_reload(ReloadAttempt {
+                at: SystemTime::now(),
+                trigger: "SIGHUP",
+                applied: Some(("d".into(), serial)),
+                error: None,
+            });
+        }
+        let serials: Vec<u64> = rt
+            .reload_history()
+            .iter()
+            .map(|a| a.applied.as_ref().unwrap().1)
+            .collect();
+        assert_eq!(serials, (3..13).rev().collect::<Vec<_>>());
     }
 }

@@ -164,6 +164,7 @@ impl Proxy {
             headers: &parts.headers,
         });
         ex.class = Some(decision.class);
+        snap.rule_hits.hit(decision.rule_index);
         if decision.rule.is_none() {
             // Drift seen at run time: a request no rule names.
             self.unlisted(parts.method.as_str(), path.path());
