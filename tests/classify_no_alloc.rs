@@ -1,12 +1,13 @@
 //! Classification never allocates: a counting global allocator watches this thread
 //! while the shipped manifest classifies a mix of requests (rules with tenants, `when`
 //! conditions, aliases, carve-outs, the default class, and paths that die early) and
-//! resolves each decision's tenant span.
+//! resolves each decision's tenant span, and counts it in the per-rule counters.
 
 use std::path::Path;
 
 use fleetgate::manifest::classify::NoHeaders;
 use fleetgate::manifest::{Manifest, RequestParts};
+use fleetgate::state::RuleHits;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -28,6 +29,7 @@ fn classification_does_not_allocate() {
         ("GET", "/", None),
         ("BREW", "/api/acme/threads", None),
     ];
+    let hits = RuleHits::new(&manifest);
     let mut matched = 0;
     let mut tenants = 0;
     let before = allocations();
@@ -41,6 +43,7 @@ fn classification_does_not_allocate() {
                     headers: if with_headers { &headers } else { &NoHeaders },
                 };
                 let d = manifest.classify(&req);
+                hits.hit(d.rule_index);
                 matched += d.rule.is_some() as usize;
                 tenants += d
                     .tenant_at
