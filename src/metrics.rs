@@ -101,7 +101,9 @@ pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 /// table), and the answers fleetgate itself gives for them once a target is chosen
 /// (`502` upstream unreachable or failed, `503` shed or guarded, `504` no response
 /// head): `fleetgate_requests_total` has these series at 0 from start-up, so an error
-/// ratio sees the first failure. Other codes are the application's, not knowable ahead.
+/// ratio sees the first failure; `fleetgate_request_duration_seconds` has these pairs
+/// too (empty), so that every family is in `/metrics` from start-up. Other codes are the
+/// application's, not knowable ahead.
 pub const ROUTED: [(&str, &str); 4] = [
     ("fleet-ok", "fleet"),
     ("ide-only", "ide"),
@@ -260,6 +262,7 @@ impl Metrics {
             }
         }
         for (class, target) in ROUTED {
+            duration.with_label_values(&[class, target]);
             for code in OWN_ERROR_CODES {
                 requests.with_label_values(&[class, target, code]);
             }
@@ -475,6 +478,8 @@ mod tests {
             "fleetgate_version_skew",
             "fleetgate_skewed_requests_total",
             "fleetgate_admission_wait_seconds_count",
+            r#"fleetgate_request_duration_seconds_count{class="fleet-ok",target="fleet"}"#,
+            r#"fleetgate_request_duration_seconds_bucket{class="ide-only",target="ide",le="+Inf"}"#,
         ] {
             want.push(plain.to_string());
         }
