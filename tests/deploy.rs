@@ -1038,18 +1038,22 @@ fn example_configs_in_docs_and_deploy_pass_check() {
     docs.sort();
     for doc in docs {
         for (line, block) in toml_blocks(&read(&doc)) {
-            // Manifest files have rules or a [manifest] table; a config file has neither.
-            let parsed: Result<toml::Table, _> = block.parse();
-            let is_manifest = parsed
-                .as_ref()
-                .map(|t| t.contains_key("rule") || t.contains_key("manifest"))
-                .unwrap_or(true);
-            // A config file sets top-level keys or several of its tables; a fragment
-            // showing one table of a config is not a whole file.
-            let is_whole_config = parsed.as_ref().is_ok_and(|t| {
-                t.values().any(|v| !v.is_table()) || t.len() >= 3
-            });
-            if is_manifest || !is_whole_config {
+            // Manifest files have rules or a [manifest] table. A config file sets
+            // top-level keys or several tables; a fragment showing one table is not a
+            // whole file. Decided on the text, so a block that does not parse is checked
+            // (and fails) rather than skipped.
+            let is_manifest = block.contains("[[rule]]") || block.contains("[manifest]");
+            let code = |l: &&str| !l.trim_start().starts_with('#') && !l.trim().is_empty();
+            let top_level_keys = block
+                .lines()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .filter(code)
+                .any(|l| l.contains('='));
+            let tables = block
+                .lines()
+                .filter(|l| l.trim_start().starts_with('['))
+                .count();
+            if is_manifest || !(top_level_keys || tables >= 3) {
                 continue;
             }
             let label = format!("{}:{line}", doc.display());
