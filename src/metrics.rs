@@ -429,7 +429,9 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         let mut want = Vec::new();
         for kind in ["read", "write"] {
-            want.push(format!("fleetgate_unlisted_total{{method_kind=\"{kind}\"}}"));
+            want.push(format!(
+                "fleetgate_unlisted_total{{method_kind=\"{kind}\"}}"
+            ));
         }
         for result in ["ok", "error"] {
             want.push(format!("fleetgate_reload_total{{result=\"{result}\"}}"));

@@ -145,7 +145,10 @@ fn run(mut cmd: Command) -> Output {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "{shown} ran longer than 3 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "{shown} ran longer than 3 minutes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     Output {
@@ -286,7 +289,11 @@ fn check_fleetgate(objs: &[Value], workload: &Value, pod: &Value) -> Fleetgate {
         "{wl}"
     );
     for probe in ["livenessProbe", "readinessProbe"] {
-        assert_eq!(text(c, &[probe, "httpGet", "port"]), "admin", "{wl} {probe}");
+        assert_eq!(
+            text(c, &[probe, "httpGet", "port"]),
+            "admin",
+            "{wl} {probe}"
+        );
     }
 
     // Hardening and resources.
@@ -301,7 +308,11 @@ fn check_fleetgate(objs: &[Value], workload: &Value, pod: &Value) -> Fleetgate {
             .any(|d| d.as_str() == Some("ALL")),
         "{wl}: capabilities.drop ALL"
     );
-    for (section, res) in [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] {
+    for (section, res) in [
+        ("requests", "cpu"),
+        ("requests", "memory"),
+        ("limits", "memory"),
+    ] {
         assert!(
             !text(c, &["resources", section, res]).is_empty(),
             "{wl}: resources.{section}.{res}"
@@ -328,7 +339,10 @@ fn check_fleetgate(objs: &[Value], workload: &Value, pod: &Value) -> Fleetgate {
 
     // The config and routes volumes: rendered ConfigMaps, mounted where the arguments
     // and the config say.
-    let args: Vec<&str> = seq(c, &["args"]).iter().filter_map(|a| a.as_str()).collect();
+    let args: Vec<&str> = seq(c, &["args"])
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
     let config_path = args
         .windows(2)
         .find(|w| w[0] == "--config")
@@ -349,14 +363,21 @@ fn check_fleetgate(objs: &[Value], workload: &Value, pod: &Value) -> Fleetgate {
         find(objs, "ConfigMap", text(vol, &["configMap", "name"]))
     };
     let config_mount = mount_of(config_path);
-    let file_name = Path::new(config_path).file_name().unwrap().to_str().unwrap();
+    let file_name = Path::new(config_path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert_eq!(
         Path::new(config_path).parent().unwrap(),
         Path::new(text(config_mount, &["mountPath"])),
         "{wl}"
     );
     let config_text = text(configmap_of(config_mount), &["data", file_name]).to_string();
-    assert!(!config_text.is_empty(), "{wl}: {file_name} in its ConfigMap");
+    assert!(
+        !config_text.is_empty(),
+        "{wl}: {file_name} in its ConfigMap"
+    );
     let config: toml::Table = config_text.parse().unwrap();
     let routes_mount = config["routes"].as_str().unwrap().to_string();
     let routes_cm = configmap_of(mount_of(&format!("{routes_mount}/x.toml")));
@@ -478,7 +499,9 @@ fn check_custom_resources(objs: &[Value]) {
 
     let pr = find(objs, "PrometheusRule", "fleetgate");
     assert_eq!(text(pr, &["apiVersion"]), "monitoring.coreos.com/v1");
-    let plain = yaml_docs(&read(&repo().join("deploy/prometheus/fleetgate-alerts.yaml")));
+    let plain = yaml_docs(&read(
+        &repo().join("deploy/prometheus/fleetgate-alerts.yaml"),
+    ));
     assert_eq!(
         s(pr, &["spec", "groups"]),
         &plain[0]["groups"],
@@ -503,8 +526,14 @@ fn sidecar_overlay_renders_validates_and_fits_together() {
     assert_eq!(fleet.len(), 1, "sidecar: one local replica");
     let local = fleet[0].as_str().unwrap();
     assert!(local.starts_with("http://127.0.0.1:"), "{local}");
-    let app_port = int(container(pod, "app").unwrap(), &["ports", "0", "containerPort"]);
-    assert!(local.ends_with(&format!(":{app_port}")), "{local} is the app's port");
+    let app_port = int(
+        container(pod, "app").unwrap(),
+        &["ports", "0", "containerPort"],
+    );
+    assert!(
+        local.ends_with(&format!(":{app_port}")),
+        "{local} is the app's port"
+    );
     check_ide(&objs, &fg);
 
     // Clients reach fleetgate, never the application directly.
@@ -545,7 +574,11 @@ fn gateway_overlay_renders_validates_and_fits_together() {
 
     let gw = find(&objs, "Deployment", "fleetgate-gateway");
     let pod = s(gw, &["spec", "template", "spec"]);
-    assert_eq!(seq(pod, &["containers"]).len(), 1, "the gateway is fleetgate alone");
+    assert_eq!(
+        seq(pod, &["containers"]).len(),
+        1,
+        "the gateway is fleetgate alone"
+    );
     let fg = check_fleetgate(&objs, gw, pod);
     check_drain(&fg, pod);
     assert_eq!(fg.config["role"].as_str(), Some("serve"));
@@ -564,7 +597,10 @@ fn gateway_overlay_renders_validates_and_fits_together() {
         .any(|p| int(p, &["port"]).to_string() == port));
     let selector = s(headless, &["spec", "selector"]);
     let serve = find(&objs, "Deployment", "serve");
-    assert_eq!(s(serve, &["spec", "template", "metadata", "labels"]), selector);
+    assert_eq!(
+        s(serve, &["spec", "template", "metadata", "labels"]),
+        selector
+    );
 
     // Service, PodDisruptionBudget and HorizontalPodAutoscaler for the gateways.
     let labels = s(gw, &["spec", "template", "metadata", "labels"]);
@@ -573,7 +609,10 @@ fn gateway_overlay_renders_validates_and_fits_together() {
     let pdb = find(&objs, "PodDisruptionBudget", "fleetgate-gateway");
     assert_eq!(s(pdb, &["spec", "selector", "matchLabels"]), labels);
     let hpa = find(&objs, "HorizontalPodAutoscaler", "fleetgate-gateway");
-    assert_eq!(text(hpa, &["spec", "scaleTargetRef", "name"]), "fleetgate-gateway");
+    assert_eq!(
+        text(hpa, &["spec", "scaleTargetRef", "name"]),
+        "fleetgate-gateway"
+    );
     assert!(
         s(gw, &["spec", "replicas"]).is_null(),
         "the HPA owns the gateway's replicas"
@@ -608,7 +647,12 @@ fn routes_copy_matches_the_repository() {
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), read(&p)))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_str().unwrap().to_string(),
+                    read(&p),
+                )
+            })
             .collect()
     };
     let copy = repo().join("deploy/kubernetes/base/routes");
@@ -617,14 +661,21 @@ fn routes_copy_matches_the_repository() {
         listed(&repo().join("routes")),
         "deploy/kubernetes/base/routes must be a copy of routes/*.toml (cp routes/*.toml deploy/kubernetes/base/routes/)"
     );
-    let k = &yaml_docs(&read(&repo().join("deploy/kubernetes/base/kustomization.yaml")))[0];
+    let k = &yaml_docs(&read(
+        &repo().join("deploy/kubernetes/base/kustomization.yaml"),
+    ))[0];
     let generator = seq(k, &["configMapGenerator"])
         .iter()
         .find(|g| text(g, &["name"]) == "fleetgate-routes")
         .unwrap();
     let files: BTreeSet<String> = seq(generator, &["files"])
         .iter()
-        .map(|f| f.as_str().unwrap().trim_start_matches("routes/").to_string())
+        .map(|f| {
+            f.as_str()
+                .unwrap()
+                .trim_start_matches("routes/")
+                .to_string()
+        })
         .collect();
     let want: BTreeSet<String> = listed(&copy).into_keys().collect();
     assert_eq!(files, want, "the routes ConfigMap lists every file");
@@ -684,7 +735,10 @@ fn alert_rules_pass_promtool_and_each_has_a_runbook() {
             runbook.contains("localhost:9901/"),
             "{alert}: the runbook names an admin endpoint to look at"
         );
-        assert!(!text(r, &["labels", "severity"]).is_empty(), "{alert}: severity");
+        assert!(
+            !text(r, &["labels", "severity"]).is_empty(),
+            "{alert}: severity"
+        );
     }
 }
 
@@ -716,7 +770,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
             end += 1;
         }
-        let word_start = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let word_start =
+            start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
         if word_start {
             out.insert(expr[start..end].to_string());
         }
@@ -797,9 +852,8 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     ] {
         assert!(all.contains(want), "{want} is in /metrics from start-up");
     }
-    assert!(queries
-        .iter()
-        .any(|(_, e)| e.contains("histogram_quantile") && e.contains("fleetgate_request_duration_seconds_bucket")));
+    assert!(queries.iter().any(|(_, e)| e.contains("histogram_quantile")
+        && e.contains("fleetgate_request_duration_seconds_bucket")));
 
     // The alerts read only exported series too.
     for r in alert_rules() {
@@ -815,7 +869,11 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
 
     // Variables: the data source, job and instance; every query filters by them.
     let vars = d["templating"]["list"].as_array().unwrap();
-    let var = |n: &str| vars.iter().find(|v| v["name"] == n).unwrap_or_else(|| panic!("variable {n}"));
+    let var = |n: &str| {
+        vars.iter()
+            .find(|v| v["name"] == n)
+            .unwrap_or_else(|| panic!("variable {n}"))
+    };
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
     assert_eq!(var("job")["type"], "query");
@@ -933,7 +991,10 @@ fn dockerfile_lints_clean_and_builds_with_the_pinned_rust() {
         "the builder's Rust is rust-toolchain.toml's {channel}"
     );
     assert!(text.contains("FROM rust:${RUST_VERSION}-"));
-    assert!(text.contains("cargo chef cook"), "a cached dependency layer");
+    assert!(
+        text.contains("cargo chef cook"),
+        "a cached dependency layer"
+    );
     for arg in ["FLEETGATE_COMMIT", "FLEETGATE_BUILT_AT"] {
         assert!(text.contains(&format!("ARG {arg}")), "build arg {arg}");
     }
@@ -942,7 +1003,12 @@ fn dockerfile_lints_clean_and_builds_with_the_pinned_rust() {
         .filter_map(|l| l.strip_prefix("USER "))
         .next_back()
         .expect("USER");
-    let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric USER");
     assert!(uid > 0, "a non-root USER");
 
     let ignore = read(&repo().join(".dockerignore"));
@@ -1071,8 +1137,7 @@ fn example_configs_in_docs_and_deploy_pass_check() {
             let p = e.unwrap().path();
             if p.is_dir() && !p.ends_with("routes") && !p.ends_with("ci") {
                 stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "toml") && !p.starts_with(&deploy_routes)
-            {
+            } else if p.extension().is_some_and(|e| e == "toml") && !p.starts_with(&deploy_routes) {
                 configs.push(p);
             }
         }
