@@ -1147,3 +1147,21 @@ fn example_configs_in_docs_and_deploy_pass_check() {
         check_config_text(&p.display().to_string(), &read(&p), &deploy_routes);
     }
 }
+
+/// The drift-check recipe for any CI is POSIX sh that shellcheck passes.
+#[test]
+fn the_ci_recipe_passes_shellcheck() {
+    let shellcheck = tool(
+        "shellcheck",
+        "install the Debian package shellcheck (apt-get install shellcheck)",
+    );
+    let out = Command::new(shellcheck)
+        .args(["-s", "sh", "deploy/ci/fleetgate-routes-check.sh"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
