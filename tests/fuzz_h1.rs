@@ -13,13 +13,22 @@ fn h1_request_seeds_hold_the_framing_invariant() {
     let mut seeds: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seed-")
+        })
         .collect();
     seeds.sort();
     assert!(seeds.len() >= 20, "{} seeds", seeds.len());
     for seed in seeds {
         let data = std::fs::read(&seed).unwrap();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.run(&data)));
-        assert!(result.is_ok(), "seed {} broke the invariant", seed.display());
+        assert!(
+            result.is_ok(),
+            "seed {} broke the invariant",
+            seed.display()
+        );
     }
 }

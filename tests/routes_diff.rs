@@ -203,7 +203,7 @@ fn a_rule_change_alone_exits_0() {
     assert_eq!(
         v["summary"],
         serde_json::json!({"routes": 5, "to_fleet_ok": 0, "to_ide_only": 0, "rule_changed": 1,
-            "rules_added": 1, "rules_removed": 0})
+            "values_to_fleet_ok": 0, "values_to_ide_only": 0, "rules_added": 1, "rules_removed": 0})
     );
     assert_eq!(v["rule_changed"][0]["method"], "GET");
     assert_eq!(v["rule_changed"][0]["old"]["rule"]["rule"], "routes.toml:1");
@@ -301,7 +301,9 @@ fn json_shape_is_stable() {
             "rules_removed",
             "summary",
             "to_fleet_ok",
-            "to_ide_only"
+            "to_ide_only",
+            "values_to_fleet_ok",
+            "values_to_ide_only"
         ]
     );
     assert_eq!(
@@ -445,5 +447,37 @@ fn the_shipped_manifest_against_itself_and_an_openapi_input() {
         stdout(&o).contains("api.yaml:4: GET /api/{ws}/files/{path}: ide-only"),
         "{}",
         stdout(&o)
+    );
+}
+
+/// A fleet-ok carve-out added under an ide-only wildcard leaves the route's generic class
+/// alone, but moves some of its values: reported per value, and the exit code is 1.
+#[test]
+fn a_carve_out_under_a_route_moves_its_values_and_fails() {
+    let old = rule("", "/api/{ws}/tree/{*path}", "ide-only");
+    let new = old.clone() + &rule("\"GET\"", "/api/{ws}/tree/public/{*rest}", "fleet-ok");
+    let case = Case::new("carve-out", &old, &new, "GET /api/{ws}/tree/{*path}\n");
+    let text = case.run("text");
+    assert_eq!(code(&text), 1, "{}", stdout(&text));
+    assert!(
+        stdout(&text)
+            .contains("GET /api/{ws}/tree/{*path} with path = public/*: ide-only -> fleet-ok"),
+        "{}",
+        stdout(&text)
+    );
+    let v = case.json();
+    assert_eq!(v["to_fleet_ok"], serde_json::json!([]));
+    assert_eq!(
+        v["values_to_fleet_ok"],
+        serde_json::json!([{"method": "GET", "route": "/api/{ws}/tree/{*path}", "param": "path",
+            "value": "public/*", "old": "ide-only", "new": "fleet-ok"}])
+    );
+    let md = stdout(&case.run("markdown"));
+    assert!(md.contains("**Warning:**"), "{md}");
+    assert!(
+        md.contains(
+            "| `GET /api/{ws}/tree/{*path}` | `path` | `public/*` | **ide-only** | **fleet-ok** |"
+        ),
+        "{md}"
     );
 }

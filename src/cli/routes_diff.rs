@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::exit;
 use super::routes::{load, plural, print_stdout, read_app_routes, AppRoutes};
-use crate::manifest::diff::{self, Outcome, RouteChange, RouteDiff, RuleRef};
+use crate::manifest::diff::{self, Outcome, RouteChange, RouteDiff, RuleRef, ValueChange};
 
 /// `routes diff --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -27,7 +27,7 @@ pub enum DiffFormat {
     /// A pull request comment: a heading, a summary line, one table per group.
     Markdown,
     /// One JSON object: `{"summary", "to_fleet_ok", "to_ide_only", "rule_changed",
-    /// "rules_added", "rules_removed"}`.
+    /// "values_to_fleet_ok", "values_to_ide_only", "rules_added", "rules_removed"}`.
     Json,
 }
 
@@ -65,10 +65,10 @@ pub fn diff(args: DiffArgs<'_>) -> i32 {
             s
         }
     };
-    let code = if result.to_fleet_ok.is_empty() {
-        exit::OK
-    } else {
+    let code = if result.moves_to_fleet() {
         exit::FINDINGS
+    } else {
+        exit::OK
     };
     print_stdout(&text, code)
 }
@@ -83,9 +83,13 @@ impl Context {
     /// `app-routes.txt:12`, where a route came from (just the file when the line is
     /// unknown).
     fn at(&self, c: &RouteChange) -> String {
-        let file = self.app_names.get(c.source).map_or("", String::as_str);
-        if c.line > 0 {
-            format!("{file}:{}", c.line)
+        self.at_line(c.source, c.line)
+    }
+
+    fn at_line(&self, source: usize, line: u32) -> String {
+        let file = self.app_names.get(source).map_or("", String::as_str);
+        if line > 0 {
+            format!("{file}:{line}")
         } else {
             file.to_string()
         }
@@ -117,11 +121,30 @@ fn groups(d: &RouteDiff) -> [(&'static str, &'static str, &'static str, &[RouteC
     ]
 }
 
+/// The two groups of parameter values that change class: title (text, Markdown), why
+/// it matters, the changes.
+fn value_groups(d: &RouteDiff) -> [(&'static str, &'static str, &'static str, &[ValueChange]); 2] {
+    [
+        (
+            "parameter values ide-only -> fleet-ok",
+            "Parameter values ide-only → fleet-ok",
+            "Requests with these values may now be served by a stateless replica, although the route as a whole keeps its class.",
+            &d.values_to_fleet_ok,
+        ),
+        (
+            "parameter values fleet-ok -> ide-only",
+            "Parameter values fleet-ok → ide-only",
+            "Requests with these values now go to the single primary.",
+            &d.values_to_ide_only,
+        ),
+    ]
+}
+
 /// `1 ide-only -> fleet-ok, 0 fleet-ok -> ide-only, 2 with another rule; rules: 1
 /// added, 0 removed (85 app routes)`, or the same saying that nothing changed.
 fn summary(d: &RouteDiff, arrow: &str) -> String {
     let s = &d.summary;
-    let routes = if s.to_fleet_ok + s.to_ide_only + s.rule_changed == 0 {
+    let mut routes = if s.to_fleet_ok + s.to_ide_only + s.rule_changed == 0 {
         "no route changes class or rule".to_string()
     } else {
         format!(
@@ -131,6 +154,14 @@ fn summary(d: &RouteDiff, arrow: &str) -> String {
             s.rule_changed
         )
     };
+    if s.values_to_fleet_ok + s.values_to_ide_only > 0 {
+        let _ = write!(
+            routes,
+            "; {} ide-only {arrow} fleet-ok, {} fleet-ok {arrow} ide-only",
+            plural(s.values_to_fleet_ok, "parameter value"),
+            s.values_to_ide_only
+        );
+    }
     let rules = if s.rules_added + s.rules_removed == 0 {
         "no rule added or removed".to_string()
     } else {
@@ -173,6 +204,25 @@ fn render_text(ctx: &Context, d: &RouteDiff) -> String {
                 c.route,
                 outcome_text(&c.old),
                 outcome_text(&c.new)
+            );
+        }
+    }
+    for (title, _, why, changes) in value_groups(d) {
+        if changes.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "{title} ({}): {why}", changes.len());
+        for v in changes {
+            let _ = writeln!(
+                text,
+                "  {}: {} {} with {} = {}: {} -> {}",
+                ctx.at_line(v.source, v.line),
+                v.method,
+                v.route,
+                v.param,
+                v.value,
+                v.old,
+                v.new
             );
         }
     }
@@ -234,7 +284,7 @@ fn md_outcome(o: &Outcome) -> String {
 fn render_markdown(ctx: &Context, d: &RouteDiff) -> String {
     let mut md = String::from("### fleetgate routes diff\n\n");
     let s = &d.summary;
-    let lead = if s.to_fleet_ok > 0 {
+    let lead = if d.moves_to_fleet() {
         "**Warning:** "
     } else {
         ""
@@ -272,6 +322,25 @@ fn render_markdown(ctx: &Context, d: &RouteDiff) -> String {
                 md_code(&format!("{} {}", c.method, c.route)),
                 md_outcome(&c.old),
                 md_outcome(&c.new)
+            );
+        }
+        md.push('\n');
+    }
+    for (_, title, why, changes) in value_groups(d) {
+        if changes.is_empty() {
+            continue;
+        }
+        let _ = writeln!(md, "#### {title} ({})\n\n{why}\n", changes.len());
+        md.push_str("| Route | Parameter | Value | Before | After |\n|---|---|---|---|---|\n");
+        for v in changes {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | **{}** | **{}** |",
+                md_code(&format!("{} {}", v.method, v.route)),
+                md_code(&v.param),
+                md_code(&v.value),
+                v.old,
+                v.new
             );
         }
         md.push('\n');

@@ -5,9 +5,12 @@
 //! and a route is reported when its class or its winning rule changes. Rules are
 //! compared by what they match (methods, pattern with parameter names erased, `when`
 //! conditions), not by where they are written, so a rule that moves to another line or
-//! file is the same rule. [`diff`] also lists the rules only one manifest has.
+//! file is the same rule. A route whose generic class stays but some of whose parameter
+//! values change class (a carve-out added or removed under it, as drift's `partial`
+//! finding sees them) is reported per value. [`diff`] also lists the rules only one
+//! manifest has.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -66,6 +69,24 @@ pub struct RouteChange {
     pub new: Outcome,
 }
 
+/// One parameter value of an application route that changes class, e.g. `path` =
+/// `public/*` of `GET /api/{ws}/tree/{*path}` when a carve-out is added under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueChange {
+    pub method: String,
+    pub route: String,
+    #[serde(skip)]
+    pub line: u32,
+    #[serde(skip)]
+    pub source: usize,
+    pub param: String,
+    /// The value as drift shows it (a catch-all's segments joined by `/`, `*` for any
+    /// segment).
+    pub value: String,
+    pub old: &'static str,
+    pub new: &'static str,
+}
+
 /// The counts of a [`RouteDiff`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -74,12 +95,15 @@ pub struct Summary {
     pub to_fleet_ok: usize,
     pub to_ide_only: usize,
     pub rule_changed: usize,
+    pub values_to_fleet_ok: usize,
+    pub values_to_ide_only: usize,
     pub rules_added: usize,
     pub rules_removed: usize,
 }
 
 /// Everything that differs; serializes as exactly `{"summary", "to_fleet_ok",
-/// "to_ide_only", "rule_changed", "rules_added", "rules_removed"}`.
+/// "to_ide_only", "rule_changed", "values_to_fleet_ok", "values_to_ide_only",
+/// "rules_added", "rules_removed"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RouteDiff {
     pub summary: Summary,
@@ -91,6 +115,11 @@ pub struct RouteDiff {
     /// The same class from another rule (or from the default instead of a rule, or
     /// the other way round).
     pub rule_changed: Vec<RouteChange>,
+    /// Parameter values that were ide-only and are fleet-ok now (the route as a whole
+    /// may keep its class): as dangerous as [`RouteDiff::to_fleet_ok`].
+    pub values_to_fleet_ok: Vec<ValueChange>,
+    /// Parameter values that were fleet-ok and are ide-only now.
+    pub values_to_ide_only: Vec<ValueChange>,
     /// Rules of the new manifest that the old one does not have, in file order.
     pub rules_added: Vec<RuleRef>,
     /// Rules of the old manifest that the new one does not have, in file order.
@@ -98,11 +127,18 @@ pub struct RouteDiff {
 }
 
 impl RouteDiff {
+    /// Would anything that needs the ide be served by the fleet after the change?
+    pub fn moves_to_fleet(&self) -> bool {
+        !self.to_fleet_ok.is_empty() || !self.values_to_fleet_ok.is_empty()
+    }
+
     /// Does any route or rule differ?
     pub fn is_empty(&self) -> bool {
         self.to_fleet_ok.is_empty()
             && self.to_ide_only.is_empty()
             && self.rule_changed.is_empty()
+            && self.values_to_fleet_ok.is_empty()
+            && self.values_to_ide_only.is_empty()
             && self.rules_added.is_empty()
             && self.rules_removed.is_empty()
     }
@@ -145,8 +181,10 @@ fn when_text(when: &When) -> String {
 /// Compare the classes of `routes` under `old` and `new`; `source[i]` is the input
 /// `routes[i]` came from (empty: all from input 0).
 pub fn diff(old: &Manifest, new: &Manifest, routes: &[AppRoute], source: &[usize]) -> RouteDiff {
-    let before = drift::assess(old, routes);
-    let after = drift::assess(new, routes);
+    let before_all = drift::assess_with_values(old, routes);
+    let after_all = drift::assess_with_values(new, routes);
+    let before: Vec<_> = before_all.iter().map(|(a, _)| a.clone()).collect();
+    let after: Vec<_> = after_all.iter().map(|(a, _)| a.clone()).collect();
     let old_keys: Vec<RuleKey> = old.rules().iter().map(rule_key).collect();
     let new_keys: Vec<RuleKey> = new.rules().iter().map(rule_key).collect();
 
@@ -179,6 +217,50 @@ pub fn diff(old: &Manifest, new: &Manifest, routes: &[AppRoute], source: &[usize
         }
     }
 
+    // Parameter values whose class differs, for values either manifest singles out.
+    for (i, ((b, bv), (_, av))) in before_all.iter().zip(&after_all).enumerate() {
+        let class_of = |partials: &[drift::Partial], generic: &'static str, p: &str, v: &str| {
+            partials
+                .iter()
+                .find(|x| x.param == p)
+                .and_then(|x| x.classes.get(v).copied())
+                .unwrap_or(generic)
+        };
+        let (old_generic, new_generic) = (b.class.as_str(), after[i].class.as_str());
+        let keys: BTreeSet<(&str, &str)> = bv
+            .iter()
+            .chain(av)
+            .flat_map(|x| {
+                x.classes
+                    .keys()
+                    .map(move |v| (x.param.as_str(), v.as_str()))
+            })
+            .collect();
+        for (param, value) in keys {
+            let was = class_of(bv, old_generic, param, value);
+            let now = class_of(av, new_generic, param, value);
+            if was == now || (was == old_generic && now == new_generic) {
+                // Unchanged, or it only follows the route's own change (reported above).
+                continue;
+            }
+            let change = ValueChange {
+                method: b.method.clone(),
+                route: b.route.clone(),
+                line: b.line,
+                source: source.get(i).copied().unwrap_or(0),
+                param: param.to_string(),
+                value: value.to_string(),
+                old: was,
+                new: now,
+            };
+            if now == Class::FleetOk.as_str() {
+                out.values_to_fleet_ok.push(change);
+            } else {
+                out.values_to_ide_only.push(change);
+            }
+        }
+    }
+
     // Rules one side has more often than the other (a multiset difference, so that two
     // identical rules in different files count twice).
     let only_in = |mine: &Manifest, keys: &[RuleKey], theirs: &[RuleKey]| -> Vec<RuleRef> {
@@ -206,6 +288,8 @@ pub fn diff(old: &Manifest, new: &Manifest, routes: &[AppRoute], source: &[usize
         to_fleet_ok: out.to_fleet_ok.len(),
         to_ide_only: out.to_ide_only.len(),
         rule_changed: out.rule_changed.len(),
+        values_to_fleet_ok: out.values_to_fleet_ok.len(),
+        values_to_ide_only: out.values_to_ide_only.len(),
         rules_added: out.rules_added.len(),
         rules_removed: out.rules_removed.len(),
     };
@@ -242,6 +326,29 @@ mod tests {
     }
 
     const ROUTES: &str = "GET /a/{id}\nPOST /a/{id}\nGET /b\nGET /c/{*rest}\n";
+
+    #[test]
+    fn a_carve_out_under_a_route_is_reported_per_value() {
+        let old = manifest(&rule("", "/c/{*r}", "ide-only"));
+        let new = manifest(
+            &(rule("", "/c/{*r}", "ide-only") + &rule("\"GET\"", "/c/public/{*r}", "fleet-ok")),
+        );
+        let d = diff(&old, &new, &routes(ROUTES), &[]);
+        assert!(
+            d.to_fleet_ok.is_empty(),
+            "the route's generic class is unchanged"
+        );
+        assert_eq!(d.values_to_fleet_ok.len(), 1, "{d:?}");
+        let v = &d.values_to_fleet_ok[0];
+        assert_eq!((v.method.as_str(), v.route.as_str()), ("GET", "/c/{*rest}"));
+        assert_eq!((v.param.as_str(), v.value.as_str()), ("rest", "public/*"));
+        assert_eq!((v.old, v.new), ("ide-only", "fleet-ok"));
+        assert!(d.moves_to_fleet());
+        // And back: removing the carve-out moves the value to ide-only.
+        let back = diff(&new, &old, &routes(ROUTES), &[]);
+        assert_eq!(back.values_to_ide_only.len(), 1);
+        assert!(!back.moves_to_fleet());
+    }
 
     #[test]
     fn identical_manifests_differ_in_nothing() {
@@ -291,6 +398,8 @@ mod tests {
                 to_fleet_ok: 1,
                 to_ide_only: 1,
                 rule_changed: 1,
+                values_to_fleet_ok: 0,
+                values_to_ide_only: 0,
                 rules_added: 2,
                 rules_removed: 2
             }
@@ -380,7 +489,9 @@ mod tests {
                 "rules_removed",
                 "summary",
                 "to_fleet_ok",
-                "to_ide_only"
+                "to_ide_only",
+                "values_to_fleet_ok",
+                "values_to_ide_only"
             ]
         );
         assert_eq!(
@@ -392,7 +503,7 @@ mod tests {
         assert_eq!(
             v["summary"],
             serde_json::json!({"routes": 1, "to_fleet_ok": 1, "to_ide_only": 0, "rule_changed": 0,
-                "rules_added": 0, "rules_removed": 1})
+                "values_to_fleet_ok": 0, "values_to_ide_only": 0, "rules_added": 0, "rules_removed": 1})
         );
     }
 }

@@ -740,9 +740,24 @@ pub fn check(manifest: &Manifest, routes: &[AppRoute], lock: Option<&Lock>) -> D
 /// assessment [`check`] makes (its generic probe, no headers or query), without the
 /// findings. `fleetgate routes diff` compares two manifests with it.
 pub fn assess(manifest: &Manifest, routes: &[AppRoute]) -> Vec<Assessment> {
+    assess_with_values(manifest, routes)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// [`assess`], plus for each route the parameter values that give another class than
+/// its generic probe (the `partial` finding of [`check`]).
+pub fn assess_with_values(
+    manifest: &Manifest,
+    routes: &[AppRoute],
+) -> Vec<(Assessment, Vec<Partial>)> {
     routes
         .iter()
-        .map(|r| probe_route(manifest, r, &effective_segments(manifest, r)).assessment)
+        .map(|r| {
+            let p = probe_route(manifest, r, &effective_segments(manifest, r));
+            (p.assessment, p.partial)
+        })
         .collect()
 }
 

@@ -122,10 +122,25 @@ fn check(framed: &[Framed], forwarded: &[Recorded], data: &[u8]) {
         show()
     );
     for (i, (f, c)) in forwarded.iter().zip(framed).enumerate() {
-        assert!(f.anomalies.is_empty(), "request {i} forwarded with {:?}: {:?}", f.anomalies, show());
-        assert_eq!(f.method, c.method, "request {i} changed method: {:?}", show());
+        assert!(
+            f.anomalies.is_empty(),
+            "request {i} forwarded with {:?}: {:?}",
+            f.anomalies,
+            show()
+        );
+        assert_eq!(
+            f.method,
+            c.method,
+            "request {i} changed method: {:?}",
+            show()
+        );
         assert_eq!(f.body, c.body, "request {i} changed body: {:?}", show());
-        assert!(f.target.starts_with('/'), "request {i} target {:?}: {:?}", f.target, show());
+        assert!(
+            f.target.starts_with('/'),
+            "request {i} target {:?}: {:?}",
+            f.target,
+            show()
+        );
     }
 }
 
@@ -155,7 +170,10 @@ fn client_requests(mut data: &[u8]) -> Vec<Framed> {
             // no length and is refused.
             let last = codings.last().unwrap();
             let final_coding = last.rsplit(|&b| b == b',').next().unwrap_or_default();
-            if !String::from_utf8_lossy(final_coding).trim().eq_ignore_ascii_case("chunked") {
+            if !String::from_utf8_lossy(final_coding)
+                .trim()
+                .eq_ignore_ascii_case("chunked")
+            {
                 return out;
             }
             let Some((body, _)) = chunked(rest) else {
@@ -169,7 +187,10 @@ fn client_requests(mut data: &[u8]) -> Vec<Framed> {
         let length = match lengths.as_slice() {
             [] => 0,
             [one, more @ ..] if more.iter().all(|m| m == one) => {
-                match std::str::from_utf8(one).ok().and_then(|t| t.trim().parse::<usize>().ok()) {
+                match std::str::from_utf8(one)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<usize>().ok())
+                {
                     Some(n) => n,
                     None => return out,
                 }
