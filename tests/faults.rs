@@ -450,8 +450,10 @@ async fn a_dying_fleet_endpoint_loses_at_most_its_in_flight_requests_then_the_ot
     assert!(!dying.requests().is_empty() && !good.seen().is_empty());
     let killed_at = Instant::now();
     dying.kill();
+    // Its connection tasks see the kill within moments; after that nothing can arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let served_by_dying = dying.requests().len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let good_before_end = good.seen().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
