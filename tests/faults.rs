@@ -95,7 +95,10 @@ impl Proxy {
 
 /// The value of `fleetgate_upstream_errors_total{upstream,kind}` (0 when absent).
 fn upstream_errors(metrics: &str, upstream: &str, kind: &str) -> u64 {
-    let (k, u) = (format!("kind=\"{kind}\""), format!("upstream=\"{upstream}\""));
+    let (k, u) = (
+        format!("kind=\"{kind}\""),
+        format!("upstream=\"{upstream}\""),
+    );
     metrics
         .lines()
         .filter(|l| l.starts_with("fleetgate_upstream_errors_total{"))
@@ -211,7 +214,11 @@ async fn fault(mode: Mode, kind: &str) -> (Got, Got, BadUpstream) {
     let bad = BadUpstream::start(mode).await;
     let p = Proxy::start(&[bad.addr], None).await;
     let (g, o) = get_and_post(&p).await;
-    assert_eq!(p.errors("fleet", kind).await, 2, "{mode:?}: counted as {kind}");
+    assert_eq!(
+        p.errors("fleet", kind).await,
+        2,
+        "{mode:?}: counted as {kind}"
+    );
     assert!(
         bad.count("/orders/fault-post") <= 1,
         "{mode:?}: the POST was sent twice: {:?}",
@@ -274,7 +281,10 @@ async fn a_reset_mid_body_cuts_the_relayed_response_and_is_counted() {
         // and a body that ends short of its Content-Length (an error, never a clean end).
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.header("content-length"), Some("1000"));
-        assert!(r.body.is_err(), "a truncated body must not end cleanly: {r:?}");
+        assert!(
+            r.body.is_err(),
+            "a truncated body must not end cleanly: {r:?}"
+        );
     }
     assert_eq!(bad.count("/orders/fault-post"), 1, "{:?}", bad.requests());
 }
@@ -498,8 +508,13 @@ async fn a_dying_fleet_endpoint_loses_at_most_its_in_flight_requests_then_the_ot
             + good_seen.iter().filter(|s| s.path == *path).count();
         assert!(n <= 1, "{path} sent {n} times");
     }
-    let h = get(&format!("http://{}/healthz", p.srv.admin_addr)).await.json();
-    let eps = h["upstreams"]["fleet"]["endpoints"].as_array().unwrap().clone();
+    let h = get(&format!("http://{}/healthz", p.srv.admin_addr))
+        .await
+        .json();
+    let eps = h["upstreams"]["fleet"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
     let dead = eps
         .iter()
         .find(|e| e["address"] == dying.addr.to_string())

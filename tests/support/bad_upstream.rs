@@ -20,6 +20,8 @@ use tokio::sync::watch;
 pub enum Mode {
     /// Answers every request `200` with `{"server":"bad"}` (keep-alive).
     Healthy,
+    /// As [`Mode::Healthy`], each answer after this many milliseconds.
+    Slow(u64),
     /// Accepts the connection and closes it at once, reading nothing.
     AcceptClose,
     /// Reads the request, sends half a status line, then resets the connection.
@@ -172,6 +174,10 @@ async fn serve(tcp: &mut TcpStream, mode: Mode, log: &Log) {
         };
         let answer: &[u8] = match mode {
             Mode::Healthy => HEALTHY,
+            Mode::Slow(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                HEALTHY
+            }
             Mode::AcceptClose => return,
             Mode::ResetMidHead => {
                 let _ = tcp.write_all(b"HTTP/1.1 20").await;
@@ -217,11 +223,7 @@ async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>, log: &Log) -> Opti
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(head)) => {
-                let line = format!(
-                    "{} {}",
-                    req.method.unwrap_or("?"),
-                    req.path.unwrap_or("?")
-                );
+                let line = format!("{} {}", req.method.unwrap_or("?"), req.path.unwrap_or("?"));
                 let len: usize = req
                     .headers
                     .iter()
