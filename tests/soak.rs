@@ -81,6 +81,9 @@ type HttpClient = hyper_util::client::legacy::Client<
     TestBody,
 >;
 
+/// When a request was started, and its status or error.
+type Outcome = (Instant, Result<u16, String>);
+
 const DRAIN_DELAY: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +117,7 @@ async fn graceful_shutdown_under_load_fails_no_request_that_started_before_it() 
     // A steady stream of short requests: one every 5 ms, half sleeping 300 ms upstream,
     // half 1500 ms, each on the generator's pooled client.
     let stop = Arc::new(AtomicBool::new(false));
-    let results: Arc<Mutex<Vec<(Instant, Result<u16, String>)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let generator = {
         let (stop, results) = (stop.clone(), results.clone());
         let base = setup.url("/threads");
@@ -124,7 +127,10 @@ async fn graceful_shutdown_under_load_fails_no_request_that_started_before_it() 
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let url = format!("{base}/{i}/sleep/{}", if i % 2 == 0 { 300 } else { 1500 });
+                let url = format!(
+                    "{base}/{i}/sleep/{}",
+                    if i.is_multiple_of(2) { 300 } else { 1500 }
+                );
                 let (client, results) = (client.clone(), results.clone());
                 tasks.push(tokio::spawn(async move {
                     let started = Instant::now();
