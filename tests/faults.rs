@@ -35,6 +35,9 @@ why = "orders are database rows"
 /// `timeouts.first_byte` for these tests.
 const FIRST_BYTE: Duration = Duration::from_millis(500);
 
+/// `timeouts.idle` for these tests.
+const IDLE: Duration = Duration::from_millis(800);
+
 struct Proxy {
     _routes: TempDir,
     srv: RunningServer,
@@ -57,6 +60,7 @@ impl Proxy {
         };
         let mut cfg = config(Role::Serve, routes.path(), fleet, ide_addr);
         cfg.timeouts.first_byte = FIRST_BYTE;
+        cfg.timeouts.idle = IDLE;
         let srv = start(cfg).await;
         Proxy {
             _routes: routes,
@@ -286,6 +290,21 @@ async fn a_reset_mid_body_cuts_the_relayed_response_and_is_counted() {
             "a truncated body must not end cleanly: {r:?}"
         );
     }
+    assert_eq!(bad.count("/orders/fault-post"), 1, "{:?}", bad.requests());
+}
+
+#[tokio::test]
+async fn a_body_stalled_mid_way_is_cut_after_the_idle_timeout_and_counted() {
+    let started = Instant::now();
+    let (g, o, bad) = fault(Mode::StallMidBody, "timeout").await;
+    for r in [&g, &o] {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            r.body.is_err(),
+            "a stalled body must not end cleanly: {r:?}"
+        );
+    }
+    assert!(started.elapsed() >= 2 * IDLE, "each waited timeouts.idle");
     assert_eq!(bad.count("/orders/fault-post"), 1, "{:?}", bad.requests());
 }
 

@@ -28,6 +28,9 @@ pub enum Mode {
     ResetMidHead,
     /// Reads the request, sends a head promising 1000 bytes and 10 of them, then resets.
     ResetMidBody,
+    /// Reads the request, sends a head promising 1000 bytes and 10 of them, then sends
+    /// nothing more (the connection stays open until the proxy closes it or it is killed).
+    StallMidBody,
     /// Reads the request and never answers (the connection stays open until killed).
     HangBeforeHead,
     /// Reads the request and answers with a head that is not HTTP.
@@ -192,6 +195,14 @@ async fn serve(tcp: &mut TcpStream, mode: Mode, log: &Log) {
                     .await;
                 let _ = tcp.flush().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            Mode::StallMidBody => {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                    .await;
+                let mut sink = [0u8; 1024];
+                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
                 return;
             }
             Mode::HangBeforeHead => {
