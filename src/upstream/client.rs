@@ -1,6 +1,18 @@
 //! The upstream client, shared by every request and every snapshot: hyper-util's pooled
-//! keep-alive client over plain TCP. Keep-alive connections are keyed by endpoint address,
-//! so a reload that keeps an endpoint keeps its idle connections.
+//! keep-alive client over TCP, and over TLS for `https` pools. Keep-alive connections are
+//! keyed by endpoint address, so a reload that keeps an endpoint keeps its idle
+//! connections.
+//!
+//! TLS: each `https` pool has a [`TlsTarget`], the upstream TLS settings plus the name
+//! certificates are checked against, with a keep-alive client of its own (built on first
+//! use, sharing the connect timeout). A reload that keeps the settings and the name keeps
+//! the target, and so its connections; new settings (another CA bundle or client
+//! certificate, `http` to `https`) make a new target whose connections are all new: a
+//! connection verified under the old settings never carries a request of the new
+//! snapshot. The TLS handshake is part of the connect and of its timeout; a failed
+//! handshake is a connect failure (`502`, kind `tls`) that does not eject the endpoint (it
+//! is almost always a certificate or configuration mismatch that a TCP probe cannot see
+//! end, and every endpoint would share it).
 //!
 //! It owns the exchange with one endpoint: pick it from a [`Pool`], connect (within the
 //! connect timeout, which a reload may change: the connector reads it on every connect),
@@ -16,7 +28,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,11 +36,13 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::tls::UpstreamTls;
 use super::{InFlight, Pool, Upstream};
 use crate::body::{BodyError, BoxError, RequestBody, RequestProgress};
 use crate::metrics::Metrics;
@@ -65,9 +79,15 @@ impl UpstreamError {
     }
 }
 
+/// The `kind` of `fleetgate_upstream_errors_total` for a failed TLS handshake (an
+/// [`UpstreamError::Unreachable`] to the data path).
+pub const TLS_KIND: &str = "tls";
+
 /// The shared client (see the module docs).
 pub struct UpstreamClient {
-    client: Client<TimedConnector, RequestBody>,
+    client: Client<Connector, RequestBody>,
+    /// The plain connector, which TLS clients wrap.
+    connector: Connector,
     connect_timeout_ms: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     /// Open WebSocket / Upgrade tunnels (graceful shutdown waits for them).
@@ -80,19 +100,14 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(true);
-        let connector = TimedConnector {
+        let connector = Connector {
             http,
             timeout_ms: connect_timeout_ms.clone(),
+            tls: None,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .set_host(false)
-            .retry_canceled_requests(true)
-            .build(connector);
         UpstreamClient {
-            client,
+            client: build_client(connector.clone()),
+            connector,
             connect_timeout_ms,
             metrics,
             tunnels: Arc::new(AtomicUsize::new(0)),
@@ -103,6 +118,25 @@ impl UpstreamClient {
     pub fn set_connect_timeout(&self, timeout: Duration) {
         self.connect_timeout_ms
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The keep-alive client for `pool`'s endpoints: the shared plain one, or its TLS
+    /// target's (built on first use).
+    fn client_for<'p>(&'p self, pool: &'p Pool) -> &'p Client<Connector, RequestBody> {
+        match &pool.tls {
+            None => &self.client,
+            Some(target) => target.client.get_or_init(|| {
+                build_client(Connector {
+                    tls: Some(TlsConnect {
+                        connector: tokio_rustls::TlsConnector::from(
+                            target.settings.client_config().clone(),
+                        ),
+                        name: target.name.clone(),
+                    }),
+                    ..self.connector.clone()
+                })
+            }),
+        }
     }
 
     /// How many upgrade tunnels are open.
@@ -138,7 +172,7 @@ impl UpstreamClient {
         *req.version_mut() = Version::HTTP_11;
 
         let progress: Option<Arc<RequestProgress>> = req.body().progress().cloned();
-        let response = self.client.request(req);
+        let response = self.client_for(pool).request(req);
         // The first-byte clock starts once the request body has been sent in full.
         let deadline = async {
             if let Some(p) = &progress {
@@ -158,16 +192,23 @@ impl UpstreamClient {
         match result {
             Ok(resp) => Ok((resp, inflight)),
             Err(err) => {
+                let tls = err.is_connect() && is_tls_failure(&err);
                 let e = if err.is_connect() {
-                    pool.eject(&ep);
+                    if !tls {
+                        pool.eject(&ep);
+                    }
                     UpstreamError::Unreachable {
                         retry_after: ep.retry_after_secs(),
                     }
                 } else {
                     classify_client_error(&err)
                 };
-                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(&err), kind = e.kind(), "upstream request failed");
-                self.count(e, upstream);
+                let kind = if tls { TLS_KIND } else { e.kind() };
+                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(&err), kind, "upstream request failed");
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[upstream.as_str(), kind])
+                    .inc();
                 Err(e)
             }
         }
@@ -209,18 +250,64 @@ impl UpstreamClient {
     }
 }
 
-/// hyper-util's connector with a connect timeout that can change while it runs.
-#[derive(Clone)]
-struct TimedConnector {
-    http: HttpConnector,
-    timeout_ms: Arc<AtomicU64>,
+fn build_client(connector: Connector) -> Client<Connector, RequestBody> {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .set_host(false)
+        .retry_canceled_requests(true)
+        .build(connector)
 }
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send + 'static>>;
+/// The TLS side of one `https` pool (see the module docs).
+pub struct TlsTarget {
+    pub settings: Arc<UpstreamTls>,
+    /// The name certificates are checked against and sent as SNI: the pool's DNS name;
+    /// `None`: each endpoint's IP address.
+    pub name: Option<ServerName<'static>>,
+    /// The keep-alive client of this target, built on first use.
+    client: OnceLock<Client<Connector, RequestBody>>,
+}
 
-impl tower::Service<Uri> for TimedConnector {
-    type Response = TokioIo<TcpStream>;
+impl TlsTarget {
+    pub fn new(settings: Arc<UpstreamTls>, name: Option<ServerName<'static>>) -> TlsTarget {
+        TlsTarget {
+            settings,
+            name,
+            client: OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTarget")
+            .field("settings", &self.settings)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// hyper-util's connector with a connect timeout that can change while it runs, and a
+/// TLS handshake on top for `https` pools. The timeout covers both.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    timeout_ms: Arc<AtomicU64>,
+    tls: Option<TlsConnect>,
+}
+
+#[derive(Clone)]
+struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    name: Option<ServerName<'static>>,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send + 'static>>;
+
+impl tower::Service<Uri> for Connector {
+    type Response = Conn;
     type Error = BoxError;
     type Future = ConnectFuture;
 
@@ -229,17 +316,168 @@ impl tower::Service<Uri> for TimedConnector {
     }
 
     fn call(&mut self, uri: Uri) -> ConnectFuture {
-        let connecting = tower::Service::<Uri>::call(&mut self.http, uri);
         let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => match t.name.clone().or_else(|| ip_name(&uri)) {
+                Some(name) => Some((t.connector.clone(), name)),
+                None => {
+                    let e = format!("no server name to check the certificate of {uri} against");
+                    return Box::pin(async move { Err(e.into()) });
+                }
+            },
+        };
+        // The TCP connector only dials `http://` URIs; TLS goes on top.
+        let tcp_uri = match (&tls, uri.authority()) {
+            (Some(_), Some(authority)) => Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .unwrap_or(uri),
+            _ => uri,
+        };
+        let connecting = tower::Service::<Uri>::call(&mut self.http, tcp_uri);
         Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(r) => r.map_err(Into::into),
+            let connect = async move {
+                let tcp = connecting.await?;
+                let Some((connector, name)) = tls else {
+                    return Ok(Conn::Plain(tcp));
+                };
+                match connector.connect(name.clone(), tcp.into_inner()).await {
+                    Ok(stream) => Ok(Conn::Tls(TokioIo::new(stream))),
+                    Err(source) => Err(Box::new(TlsFailure {
+                        name: name.to_str().into_owned(),
+                        source,
+                    }) as BoxError),
+                }
+            };
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(r) => r,
                 Err(_) => Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out (timeouts.connect)",
                 )) as BoxError),
             }
         })
+    }
+}
+
+/// The IP address of `uri`'s host, as the name to check a certificate against.
+fn ip_name(uri: &Uri) -> Option<ServerName<'static>> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ServerName::IpAddress(ip.into()))
+}
+
+/// A TLS handshake with an upstream failed (unknown CA, name mismatch, expired, no
+/// common protocol, the upstream refused our client certificate…).
+#[derive(Debug)]
+struct TlsFailure {
+    name: String,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake failed (server name {})", self.name)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Did this client error come from a failed TLS handshake?
+fn is_tls_failure(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if s.is::<TlsFailure>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A connection to an upstream: plain TCP or TLS over TCP.
+enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(io) => io.connected(),
+            // ALPN offers http/1.1 alone: nothing to tell hyper about h2.
+            Conn::Tls(io) => io.inner().get_ref().0.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(io) => io.is_write_vectored(),
+            Conn::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
     }
 }
 
