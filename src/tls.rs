@@ -128,3 +128,64 @@ pub fn load_server_config(
     debug_assert!(!sc.ticketer.enabled());
     Ok(Arc::new(sc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_policy_is_the_listed_suites_and_groups_without_tickets() {
+        let dir = std::env::temp_dir().join(format!("fleetgate-tls-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, ck.cert.pem()).unwrap();
+        std::fs::write(&files.key, ck.key_pair.serialize_pem()).unwrap();
+        let sc = load_server_config(&files, |_| "test".into()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let suites: Vec<_> = sc
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let listed: Vec<_> = CIPHER_SUITES.iter().map(|s| s.suite()).collect();
+        assert_eq!(suites, listed);
+        assert_eq!(suites.len(), 9);
+        assert!(CIPHER_SUITES.iter().all(|s| matches!(
+            s.version().version,
+            rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
+        )));
+        let groups: Vec<_> = sc
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        use rustls::NamedGroup::{secp256r1, secp384r1, X25519};
+        assert_eq!(groups, vec![X25519, secp256r1, secp384r1]);
+        assert!(!sc.ticketer.enabled(), "no stateless session tickets");
+        assert_eq!(
+            sc.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_key_where_it_was_set() {
+        let files = TlsFiles {
+            cert: "/nonexistent/fleetgate-cert.pem".into(),
+            key: "/nonexistent/fleetgate-key.pem".into(),
+        };
+        let e = load_server_config(&files, |k| format!("f.toml:{}", k.len())).unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("f.toml:8", "tls.cert")
+        );
+        assert!(e.message.contains("/nonexistent/fleetgate-cert.pem"), "{e}");
+    }
+}

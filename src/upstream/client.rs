@@ -519,3 +519,103 @@ impl std::fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, UpstreamUrl};
+
+    /// A TLS server on 127.0.0.1 presenting a self-signed certificate for `names`; it
+    /// accepts connections until dropped.
+    async fn tls_server(names: &[&str]) -> (std::net::SocketAddr, rcgen::CertifiedKey) {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let sc = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        (addr, ck)
+    }
+
+    /// Connect through a TLS [`Connector`] trusting `ca_pem`, checking `name` (or the IP).
+    async fn connect(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        name: Option<&str>,
+    ) -> Result<Conn, BoxError> {
+        let dir = std::env::temp_dir().join(format!(
+            "fleetgate-connector-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        let mut config = Config::default();
+        config.upstreams.fleet = vec![UpstreamUrl::parse(&format!("https://{addr}")).unwrap()];
+        config.upstreams.ca_file = Some(ca);
+        let settings = UpstreamTls::load(&config, None).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut connector = Connector {
+            http: HttpConnector::new(),
+            timeout_ms: Arc::new(AtomicU64::new(5000)),
+            tls: Some(TlsConnect {
+                connector: tokio_rustls::TlsConnector::from(settings.client_config().clone()),
+                name: name.map(|n| ServerName::try_from(n.to_string()).unwrap()),
+            }),
+        };
+        let uri: Uri = format!("https://{addr}/").parse().unwrap();
+        tower::Service::call(&mut connector, uri).await
+    }
+
+    fn reason(e: &BoxError) -> String {
+        let tls = e.is::<TlsFailure>();
+        format!("{} (tls: {tls})", ErrorChain(e.as_ref()))
+    }
+
+    #[tokio::test]
+    async fn handshake_failures_say_why() {
+        let (addr, ck) = tls_server(&["127.0.0.1", "localhost"]).await;
+        let ok = connect(addr, &ck.cert.pem(), None).await;
+        assert!(matches!(ok, Ok(Conn::Tls(_))), "IP SAN checked");
+        let ok = connect(addr, &ck.cert.pem(), Some("localhost")).await;
+        assert!(matches!(ok, Ok(Conn::Tls(_))), "DNS name checked");
+
+        let e = connect(addr, &ck.cert.pem(), Some("other.test"))
+            .await
+            .err()
+            .unwrap();
+        let why = reason(&e);
+        assert!(why.contains("not valid for name \"other.test\""), "{why}");
+        assert!(why.contains("server name other.test"), "{why}");
+        assert!(why.ends_with("(tls: true)"), "{why}");
+
+        // A CA of another name: the upstream's issuer is unknown to it.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "another CA");
+        let other = params.self_signed(&key).unwrap();
+        let e = connect(addr, &other.pem(), None).await.err().unwrap();
+        let why = reason(&e);
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        assert!(why.contains("server name 127.0.0.1"), "{why}");
+    }
+}
