@@ -345,7 +345,7 @@ impl tower::Service<Uri> for Connector {
                     return Ok(Conn::Plain(tcp));
                 };
                 match connector.connect(name.clone(), tcp.into_inner()).await {
-                    Ok(stream) => Ok(Conn::Tls(TokioIo::new(stream))),
+                    Ok(stream) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
                     Err(source) => Err(Box::new(TlsFailure {
                         name: name.to_str().into_owned(),
                         source,
@@ -407,10 +407,10 @@ fn is_tls_failure(err: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// A connection to an upstream: plain TCP or TLS over TCP.
+/// A connection to an upstream: plain TCP or TLS over TCP (boxed: its state is large).
 enum Conn {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {
@@ -431,7 +431,7 @@ impl hyper::rt::Read for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
 }
@@ -444,21 +444,21 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_flush(cx),
-            Conn::Tls(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Conn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }
 
@@ -476,7 +476,7 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Conn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
         }
     }
 }
