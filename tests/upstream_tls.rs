@@ -456,3 +456,35 @@ fn a_bad_ca_file_exits_78_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_https_upstream_without_ca_file_needs_system_roots() {
+    let dir = TempDir::new("up-tls-noroots");
+    let routes = manifest_dir();
+    let empty = dir.write("empty-bundle.pem", "");
+    let cfg = dir.write(
+        "fleetgate.toml",
+        &format!(
+            "routes = {:?}\n[upstreams]\nfleet = [\"https://127.0.0.1:1\"]\n",
+            routes.path().display().to_string()
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .env_remove("FLEETGATE_CONFIG")
+        .env_remove("SSL_CERT_DIR")
+        // The system store, as rustls-native-certs reads it, is this empty file.
+        .env("SSL_CERT_FILE", &empty)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: error: key `upstreams.fleet`",
+            cfg.display()
+        )) && stderr.contains("upstreams.ca_file"),
+        "{stderr}"
+    );
+}
