@@ -207,6 +207,11 @@ impl Body for RequestBody {
 pub trait OnComplete: Send + 'static {
     /// `bytes`: body bytes handed to the client; `complete`: the body reached its end.
     fn complete(self, bytes: u64, complete: bool);
+
+    /// The upstream's body failed after its head was relayed (`stalled`: it sent nothing
+    /// for the idle timeout; else its connection failed). Called at most once, before
+    /// [`OnComplete::complete`].
+    fn upstream_failed(&mut self, _stalled: bool) {}
 }
 
 enum Kind {
@@ -309,6 +314,9 @@ impl<C: OnComplete> Body for ResponseBody<C> {
                         "upstream body stalled; aborting the response"
                     );
                     *this.kind = Kind::Empty;
+                    if let Some(done) = this.done.as_mut() {
+                        done.upstream_failed(true);
+                    }
                     return Poll::Ready(Some(Err(BodyError::IdleTimeout)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
@@ -318,6 +326,9 @@ impl<C: OnComplete> Body for ResponseBody<C> {
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream body failed; aborting the response");
                     *this.kind = Kind::Empty;
+                    if let Some(done) = this.done.as_mut() {
+                        done.upstream_failed(false);
+                    }
                     return Poll::Ready(Some(Err(BodyError::Upstream(e))));
                 }
                 Poll::Ready(None) => Poll::Ready(None),

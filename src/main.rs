@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fleetgate::cli::canary::{self, CanaryArgs, CanaryFormat};
 use fleetgate::cli::routes::{self, ClassifyArgs, ClassifyInput, DriftArgs, DriftFormat};
+use fleetgate::cli::routes_diff::{self, DiffArgs, DiffFormat};
 
 #[derive(Parser)]
 #[command(
@@ -145,6 +146,24 @@ enum Routes {
         #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
         format: DriftFormat,
     },
+    /// Show how the application's routes move between two manifests (a pull request's
+    /// base and head): routes that change class, then routes that change rule.
+    ///
+    /// Exit 0 when no route moves from ide-only to fleet-ok, 1 when one does, 78 when a
+    /// manifest or the app routes cannot be read.
+    Diff {
+        /// The application's routes, as for `routes drift --app-routes` (repeatable).
+        #[arg(long, value_name = "FILE", required = true)]
+        app_routes: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+        /// The manifest directory before the change (e.g. the base branch's).
+        #[arg(value_name = "OLD_DIR")]
+        old: PathBuf,
+        /// The manifest directory after the change.
+        #[arg(value_name = "NEW_DIR")]
+        new: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -186,6 +205,17 @@ fn main() -> ExitCode {
             app_routes,
             lock: lock.as_deref(),
             update: *update,
+            format: *format,
+        }),
+        Command::Routes(Routes::Diff {
+            app_routes,
+            format,
+            old,
+            new,
+        }) => routes_diff::diff(DiffArgs {
+            old,
+            new,
+            app_routes,
             format: *format,
         }),
         Command::Canary {

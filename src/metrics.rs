@@ -3,7 +3,7 @@
 //!
 //! Label values are bounded: `class` is `ide-only|fleet-ok|none`, `target` is
 //! `local|fleet|ide|none`, `code` a status code, `upstream` `fleet|ide`, `kind` one
-//! of the error kinds of `UpstreamError::kind` or `no_endpoint`, `result` `ok|error`;
+//! of the error kinds of `UpstreamError::kind`, `tls` or `no_endpoint`, `result` `ok|error`;
 //! `fleetgate_manifest_info` has exactly one series, the live manifest's digest.
 
 use std::sync::{Mutex, OnceLock};
@@ -67,6 +67,51 @@ const CLASSES: [&str; 3] = ["ide-only", "fleet-ok", "none"];
 const TARGETS: [&str; 4] = ["local", "fleet", "ide", "none"];
 /// Status codes 100..=599 have a slot each.
 const CODES: usize = 500;
+
+/// The label values known ahead, whose series [`Metrics::new`] creates at 0. They mirror
+/// the enums of the layers above (`Upstream`, `UpstreamError::kind`, `ShedReason`,
+/// `guard::Action` with `GuardReason`); `tests/deploy.rs` checks that they agree.
+///
+/// `upstream` of `upstream_errors_total`, `upstream_ejections_total` and `target` of
+/// `admission_shed_total`.
+pub const UPSTREAMS: [&str; 2] = ["fleet", "ide"];
+/// `kind` of `fleetgate_upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
+    "connect",
+    "tls",
+    "no_endpoint",
+    "timeout",
+    "protocol",
+    "client_timeout",
+    "client_abort",
+];
+/// `reason` of `fleetgate_admission_shed_total`.
+pub const SHED_REASONS: [&str; 3] = ["global", "tenant", "queue-timeout"];
+/// `(action, reason)` of `fleetgate_guard_total`: the switch only refuses; an unlisted
+/// write is redirected to the ide or refused.
+pub const GUARD_OUTCOMES: [(&str, &str); 3] = [
+    ("redirect", "unlisted-write"),
+    ("refuse", "unlisted-write"),
+    ("refuse", "super-read-only"),
+];
+/// `method_kind` of `fleetgate_unlisted_total`.
+pub const METHOD_KINDS: [&str; 2] = ["read", "write"];
+/// `result` of `fleetgate_reload_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+/// The `(class, target)` pairs a forwarded request can have in some role (the role
+/// table), and the answers fleetgate itself gives for them once a target is chosen
+/// (`502` upstream unreachable or failed, `503` shed or guarded, `504` no response
+/// head): `fleetgate_requests_total` has these series at 0 from start-up, so an error
+/// ratio sees the first failure; `fleetgate_request_duration_seconds` has these pairs
+/// too (empty), so that every family is in `/metrics` from start-up. Other codes are the
+/// application's, not knowable ahead.
+pub const ROUTED: [(&str, &str); 4] = [
+    ("fleet-ok", "fleet"),
+    ("ide-only", "ide"),
+    ("fleet-ok", "local"),
+    ("ide-only", "local"),
+];
+pub const OWN_ERROR_CODES: [&str; 3] = ["502", "503", "504"];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -197,11 +242,31 @@ impl Metrics {
             &["method_kind"],
         )
         .expect("valid metric");
-        for kind in ["read", "write"] {
+        // Every series whose label values are known ahead exists from start-up at 0, so
+        // that `rate()`/`increase()` see the first event and alerts work before it.
+        for kind in METHOD_KINDS {
             unlisted.with_label_values(&[kind]);
         }
-        for result in ["ok", "error"] {
+        for result in RELOAD_RESULTS {
             reloads.with_label_values(&[result]);
+        }
+        for (action, reason) in GUARD_OUTCOMES {
+            guard.with_label_values(&[action, reason]);
+        }
+        for upstream in UPSTREAMS {
+            ejections.with_label_values(&[upstream]);
+            for kind in UPSTREAM_ERROR_KINDS {
+                upstream_errors.with_label_values(&[upstream, kind]);
+            }
+            for reason in SHED_REASONS {
+                admission_shed.with_label_values(&[upstream, reason]);
+            }
+        }
+        for (class, target) in ROUTED {
+            duration.with_label_values(&[class, target]);
+            for code in OWN_ERROR_CODES {
+                requests.with_label_values(&[class, target, code]);
+            }
         }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -350,6 +415,108 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }
+    }
+
+    /// The value of the one sample line `series` (name and labels, labels in the
+    /// encoder's sorted order), if it is there.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn known_series_exist_at_zero_from_start() {
+        let m = Metrics::new();
+        let text = String::from_utf8(m.render()).unwrap();
+        let mut want = Vec::new();
+        for kind in ["read", "write"] {
+            want.push(format!(
+                "fleetgate_unlisted_total{{method_kind=\"{kind}\"}}"
+            ));
+        }
+        for result in ["ok", "error"] {
+            want.push(format!("fleetgate_reload_total{{result=\"{result}\"}}"));
+        }
+        for (action, reason) in [
+            ("redirect", "unlisted-write"),
+            ("refuse", "unlisted-write"),
+            ("refuse", "super-read-only"),
+        ] {
+            want.push(format!(
+                "fleetgate_guard_total{{action=\"{action}\",reason=\"{reason}\"}}"
+            ));
+        }
+        for upstream in ["fleet", "ide"] {
+            want.push(format!(
+                "fleetgate_upstream_ejections_total{{upstream=\"{upstream}\"}}"
+            ));
+            for kind in [
+                "connect",
+                "tls",
+                "no_endpoint",
+                "timeout",
+                "protocol",
+                "client_timeout",
+                "client_abort",
+            ] {
+                want.push(format!(
+                    "fleetgate_upstream_errors_total{{kind=\"{kind}\",upstream=\"{upstream}\"}}"
+                ));
+            }
+            for reason in ["global", "tenant", "queue-timeout"] {
+                want.push(format!(
+                    "fleetgate_admission_shed_total{{reason=\"{reason}\",target=\"{upstream}\"}}"
+                ));
+            }
+        }
+        for (class, target) in [("fleet-ok", "fleet"), ("ide-only", "ide")] {
+            for code in ["502", "503", "504"] {
+                want.push(format!(
+                    "fleetgate_requests_total{{class=\"{class}\",code=\"{code}\",target=\"{target}\"}}"
+                ));
+            }
+        }
+        for plain in [
+            "fleetgate_connections_active",
+            "fleetgate_super_read_only",
+            "fleetgate_version_skew",
+            "fleetgate_skewed_requests_total",
+            "fleetgate_admission_wait_seconds_count",
+            r#"fleetgate_request_duration_seconds_count{class="fleet-ok",target="fleet"}"#,
+            r#"fleetgate_request_duration_seconds_bucket{class="ide-only",target="ide",le="+Inf"}"#,
+        ] {
+            want.push(plain.to_string());
+        }
+        for series in &want {
+            assert_eq!(sample(&text, series), Some(0.0), "{series} = 0 in\n{text}");
+        }
+        // A series made at start-up is the one the hot path later counts in.
+        m.record_request("ide-only", "ide", http::StatusCode::BAD_GATEWAY, 0.01);
+        m.guard
+            .with_label_values(&["refuse", "super-read-only"])
+            .inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                r#"fleetgate_requests_total{class="ide-only",code="502",target="ide"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"fleetgate_guard_total{action="refuse",reason="super-read-only"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            text.matches(r#"{class="ide-only",code="502",target="ide"}"#)
+                .count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

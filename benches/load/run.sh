@@ -110,9 +110,11 @@ start() {
     PIDS+=("$LAST_PID")
 }
 
-FLEETGATE=$ROOT/target/release/fleetgate
-BARE=$ROOT/target/release/examples/bare_forwarder
-TINY=$ROOT/target/release/examples/tiny_upstream
+# Cargo's target directory (CARGO_TARGET_DIR is honoured, as cargo does).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+FLEETGATE=$TARGET_DIR/release/fleetgate
+BARE=$TARGET_DIR/release/examples/bare_forwarder
+TINY=$TARGET_DIR/release/examples/tiny_upstream
 
 build() {
     if have cargo; then
@@ -120,7 +122,7 @@ build() {
         local args=(--release --bin fleetgate)
         local ex
         for ex in "$@"; do args+=(--example "$ex"); done
-        (cd "$ROOT" && cargo build --quiet "${args[@]}") || die "cargo build failed"
+        (cd "$ROOT" && cargo build --locked --quiet "${args[@]}") || die "cargo build failed"
     fi
     [[ -x $FLEETGATE ]] || die "$FLEETGATE is missing: cargo build --release --examples --bin fleetgate"
 }

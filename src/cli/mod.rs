@@ -6,5 +6,6 @@ pub mod check;
 pub mod demo;
 pub mod exit;
 pub mod routes;
+pub mod routes_diff;
 pub mod run;
 pub mod serve;

@@ -365,30 +365,25 @@ pub(super) fn input_error(d: Diagnostic) -> i32 {
     exit::CONFIG
 }
 
-/// `fleetgate routes drift`.
-pub fn drift(args: DriftArgs<'_>) -> i32 {
-    let m = match load(args.routes) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let app_names: Vec<String> = args
-        .app_routes
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let mut inputs = Vec::with_capacity(app_names.len());
-    for (path, name) in args.app_routes.iter().zip(&app_names) {
-        let text = match read_input(path, name, "the application's routes") {
-            Ok(t) => t,
-            Err(code) => return code,
-        };
-        match drift::parse_app_routes(name, &text) {
-            Ok(r) => inputs.push(r),
-            Err(d) => return input_error(d),
-        }
+/// The `--app-routes` files of `drift` and `diff`, read, parsed and merged.
+pub(super) struct AppRoutes {
+    /// The files as named in messages, in the order given.
+    pub names: Vec<String>,
+    pub merged: drift::MergedRoutes,
+}
+
+/// Read, parse and merge the `--app-routes` files ([`drift::merge_app_routes`]); notes
+/// about dropped routes go to stderr. A file that cannot be read or parsed is printed
+/// on stderr and is a configuration error.
+pub(super) fn read_app_routes(paths: &[PathBuf]) -> Result<AppRoutes, i32> {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut inputs = Vec::with_capacity(names.len());
+    for (path, name) in paths.iter().zip(&names) {
+        let text = read_input(path, name, "the application's routes")?;
+        inputs.push(drift::parse_app_routes(name, &text).map_err(input_error)?);
     }
     let merged = drift::merge_app_routes(inputs);
-    for (k, name) in app_names.iter().enumerate() {
+    for (k, name) in names.iter().enumerate() {
         let (covered, duplicates) = (merged.covered[k], merged.duplicates[k]);
         if covered > 0 {
             eprintln!(
@@ -403,6 +398,22 @@ pub fn drift(args: DriftArgs<'_>) -> i32 {
             );
         }
     }
+    Ok(AppRoutes { names, merged })
+}
+
+/// `fleetgate routes drift`.
+pub fn drift(args: DriftArgs<'_>) -> i32 {
+    let m = match load(args.routes) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let AppRoutes {
+        names: app_names,
+        merged,
+    } = match read_app_routes(args.app_routes) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let routes = merged.routes;
 
     let lock_path: PathBuf = args

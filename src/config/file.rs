@@ -186,10 +186,7 @@ fn key_at(text: &str, offset: usize) -> String {
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line = text[line_start..line_end].trim();
     if line.starts_with('[') {
-        return line
-            .trim_matches(|c| c == '[' || c == ']')
-            .trim()
-            .to_string();
+        return table_name(line).to_string();
     }
     let key = line
         .split('=')
@@ -202,11 +199,20 @@ fn key_at(text: &str, offset: usize) -> String {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('[') && !l.starts_with("[["))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        .map(|l| table_name(l).to_string());
     match table {
         Some(t) if !key.is_empty() => format!("{t}.{key}"),
         _ => key.to_string(),
     }
+}
+
+/// The name in a `[table]` header line, without a trailing comment.
+fn table_name(line: &str) -> &str {
+    line.trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or("")
+        .trim()
 }
 
 /// `config` as a configuration file: every key of the table, top-level keys first, then
@@ -225,4 +231,17 @@ pub(super) fn render(config: &Config) -> String {
         };
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_at;
+
+    #[test]
+    fn the_key_of_an_error_ignores_comments_after_a_table_header() {
+        let text = "[timeouts]   # milliseconds\ndrain_delay = \"x\"\n";
+        let at = text.find("\"x\"").unwrap();
+        assert_eq!(key_at(text, at), "timeouts.drain_delay");
+        assert_eq!(key_at(text, 2), "timeouts");
+    }
 }

@@ -532,7 +532,7 @@ pub fn merge_app_routes(inputs: Vec<Vec<AppRoute>>) -> MergedRoutes {
 }
 
 /// The pattern with parameter names erased: `/a/{}/{*}`.
-fn shape_key(segments: &[Segment]) -> String {
+pub(crate) fn shape_key(segments: &[Segment]) -> String {
     let mut out = String::new();
     for seg in segments {
         out.push('/');
@@ -734,6 +734,31 @@ pub fn check(manifest: &Manifest, routes: &[AppRoute], lock: Option<&Lock>) -> D
         assessed.push(now);
     }
     Drift { report, assessed }
+}
+
+/// The class each application route gets under `manifest` and the winning rule: the
+/// assessment [`check`] makes (its generic probe, no headers or query), without the
+/// findings. `fleetgate routes diff` compares two manifests with it.
+pub fn assess(manifest: &Manifest, routes: &[AppRoute]) -> Vec<Assessment> {
+    assess_with_values(manifest, routes)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// [`assess`], plus for each route the parameter values that give another class than
+/// its generic probe (the `partial` finding of [`check`]).
+pub fn assess_with_values(
+    manifest: &Manifest,
+    routes: &[AppRoute],
+) -> Vec<(Assessment, Vec<Partial>)> {
+    routes
+        .iter()
+        .map(|r| {
+            let p = probe_route(manifest, r, &effective_segments(manifest, r));
+            (p.assessment, p.partial)
+        })
+        .collect()
 }
 
 fn rule_location(manifest: &Manifest, rule: Option<usize>) -> String {

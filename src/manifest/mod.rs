@@ -6,9 +6,11 @@
 //! * [`compile`] orders rules by specificity, checks ambiguity, and builds the DFA.
 //! * [`classify`] is the per-request lookup (no allocation, cost independent of rule count).
 //! * [`drift`] compares the manifest with the application's real route list.
+//! * [`diff`] compares how two manifests classify the application's routes.
 
 pub mod classify;
 pub mod compile;
+pub mod diff;
 pub mod drift;
 pub mod load;
 pub mod pattern;

@@ -24,7 +24,7 @@ use crate::proxy::forward::Answered;
 use crate::proxy::headers::{self, Stamp};
 use crate::proxy::target::Target;
 use crate::state::Snapshot;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Upstream, UpstreamError};
 
 /// The body of every response the data listener sends.
 pub type Body = ResponseBody<Exchange>;
@@ -124,6 +124,26 @@ impl Exchange {
 }
 
 impl OnComplete for Exchange {
+    /// Count a response body the upstream cut (after its head was relayed) like a failed
+    /// exchange: `timeout` when it stalled, `protocol` when its connection failed.
+    fn upstream_failed(&mut self, stalled: bool) {
+        let Some(target) = self.target() else { return };
+        let upstream = if self.degraded {
+            Upstream::Fleet
+        } else {
+            target.upstream()
+        };
+        let error = if stalled {
+            UpstreamError::FirstByteTimeout
+        } else {
+            UpstreamError::Failed
+        };
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[upstream.as_str(), error.kind()])
+            .inc();
+    }
+
     fn complete(self, bytes_out: u64, complete: bool) {
         let class = self.class.map_or("none", Class::as_str);
         let target = self.target().map_or("none", Target::as_str);

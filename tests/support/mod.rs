@@ -3,6 +3,7 @@
 //! and small client helpers. Everything listens on 127.0.0.1 port 0.
 #![allow(dead_code)]
 
+pub mod bad_upstream;
 pub mod h2raw;
 pub mod recording;
 
