@@ -35,6 +35,11 @@ async fn host_must_be_one_valid_authority() {
         2,
         "only the valid requests were forwarded"
     );
+    // HTTP/1.0 without Host goes upstream (as HTTP/1.1) with the endpoint's authority.
+    assert_eq!(
+        setup.fleet.seen()[0].headers["host"],
+        setup.fleet.addr.to_string().as_str()
+    );
     assert_eq!(setup.fleet.seen()[1].headers["host"], "app.example");
 
     // Absolute form: the target's authority is the one the upstream gets.

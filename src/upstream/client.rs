@@ -170,6 +170,13 @@ impl UpstreamClient {
         uri.path_and_query = Some(pq);
         *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
         *req.version_mut() = Version::HTTP_11;
+        // HTTP/1.1 requires a Host and an HTTP/1.0 client may have sent none: name the
+        // endpoint then, as nginx does.
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Ok(host) = http::HeaderValue::from_str(ep.authority.as_str()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
 
         let progress: Option<Arc<RequestProgress>> = req.body().progress().cloned();
         let response = self.client_for(pool).request(req);
