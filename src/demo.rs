@@ -98,10 +98,7 @@ pub async fn start(routes: &Path) -> Result<Demo, String> {
 }
 
 fn url(addr: SocketAddr) -> UpstreamUrl {
-    UpstreamUrl {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+    UpstreamUrl::http(addr.ip().to_string(), addr.port())
 }
 
 /// A sample application: answers every request with JSON naming itself and echoing

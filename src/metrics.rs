@@ -3,7 +3,7 @@
 //!
 //! Label values are bounded: `class` is `ide-only|fleet-ok|none`, `target` is
 //! `local|fleet|ide|none`, `code` a status code, `upstream` `fleet|ide`, `kind` one
-//! of the error kinds of `UpstreamError::kind` or `no_endpoint`, `result` `ok|error`;
+//! of the error kinds of `UpstreamError::kind`, `tls` or `no_endpoint`, `result` `ok|error`;
 //! `fleetgate_manifest_info` has exactly one series, the live manifest's digest.
 
 use std::sync::{Mutex, OnceLock};
@@ -76,8 +76,9 @@ const CODES: usize = 500;
 /// `admission_shed_total`.
 pub const UPSTREAMS: [&str; 2] = ["fleet", "ide"];
 /// `kind` of `fleetgate_upstream_errors_total`.
-pub const UPSTREAM_ERROR_KINDS: [&str; 6] = [
+pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
     "connect",
+    "tls",
     "no_endpoint",
     "timeout",
     "protocol",
@@ -451,6 +452,7 @@ mod tests {
             ));
             for kind in [
                 "connect",
+                "tls",
                 "no_endpoint",
                 "timeout",
                 "protocol",

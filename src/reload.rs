@@ -1,7 +1,8 @@
 //! Building snapshots and hot reload.
 //!
 //! [`build_snapshot`] is the one function that turns a configuration (file + environment)
-//! and the files it names (routes directory, TLS certificate and key, admin token) into a
+//! and the files it names (routes directory, TLS certificate and key, the upstreams' CA
+//! bundle and client certificate, admin token) into a
 //! [`Snapshot`]; the server calls it once at start, and [`Reloader::reload`] calls it for
 //! every reload, with the live snapshot as `previous` so that upstream pools adopt their
 //! endpoints.
@@ -34,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::state::{
     AdminToken, NodeHeaders, ReloadAttempt, ReloadStatus, RuleHits, Snapshot, State,
 };
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{Pool, Upstream};
 
 /// Where the configuration of each reload comes from.
@@ -119,13 +121,19 @@ pub async fn build_snapshot(
         tracing::warn!("{w}");
     }
     let tls = match &config.tls {
-        Some(files) => Some(crate::tls::load_server_config(files, &config.origin())?),
+        Some(files) => Some(crate::tls::load_server_config(files, |k| {
+            config.key_origin(k)
+        })?),
         None => None,
     };
     let admin_token = config::read_admin_token(&config)?.map(AdminToken::new);
+    // The upstream TLS settings of the live snapshot, kept when the files did not change.
+    let live_tls = previous.and_then(|p| p.pools().find_map(|pool| pool.tls.as_ref()));
+    let upstream_tls = UpstreamTls::load(&config, live_tls.map(|t| &t.settings))?;
     let fleet = Pool::adopt(
         Upstream::Fleet,
         config.upstreams.fleet.clone(),
+        upstream_tls.as_ref(),
         previous.map(|p| &p.fleet),
         metrics.clone(),
     )
@@ -135,6 +143,7 @@ pub async fn build_snapshot(
             Pool::adopt(
                 Upstream::Ide,
                 vec![url.clone()],
+                upstream_tls.as_ref(),
                 previous.and_then(|p| p.ide.as_ref()),
                 metrics.clone(),
             )
@@ -306,6 +315,11 @@ impl Reloader {
         }
         if let Some(token) = &c.admin.token_file {
             paths.push(token.clone());
+        }
+        paths.extend(c.upstreams.ca_file.iter().cloned());
+        if let Some(client) = &c.upstreams.client_auth {
+            paths.push(client.cert.clone());
+            paths.push(client.key.clone());
         }
         paths.into_iter().map(|p| FileStamp::of(&p)).collect()
     }

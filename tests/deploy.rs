@@ -942,7 +942,7 @@ fn preinitialised_label_values_match_the_code() {
         | UpstreamError::RequestBodyTimeout
         | UpstreamError::RequestBodyAborted => e.kind(),
     })
-    .chain(["no_endpoint"])
+    .chain(["no_endpoint", fleetgate::upstream::client::TLS_KIND])
     .collect();
     assert_eq!(kinds, metrics::UPSTREAM_ERROR_KINDS.into_iter().collect());
     let actions: BTreeSet<&str> = [Action::Redirect, Action::Refuse]
@@ -1026,7 +1026,8 @@ fn dockerfile_lints_clean_and_builds_with_the_pinned_rust() {
 // Example configuration files
 
 /// `fleetgate check` of `text` (a config file) with its files made real: `routes` points
-/// at `routes`, TLS and the admin token at files written for the check. Placeholders the
+/// at `routes`, TLS (served and to upstreams) and the admin token at files written for the
+/// check. Placeholders the
 /// docs use (`PORT`, `PID`) are filled in. Lines are kept, so messages point at the
 /// source's line (plus the block's offset).
 fn check_config_text(label: &str, text: &str, routes: &Path) {
@@ -1049,6 +1050,9 @@ fn check_config_text(label: &str, text: &str, routes: &Path) {
             ("", "routes") => Some(routes.to_path_buf()),
             ("tls", "cert") => Some(cert_pem.clone()),
             ("tls", "key") => Some(key_pem.clone()),
+            // The self-signed certificate doubles as a CA bundle and a client certificate.
+            ("upstreams", "ca_file" | "client_cert") => Some(cert_pem.clone()),
+            ("upstreams", "client_key") => Some(key_pem.clone()),
             ("admin", "token_file") => Some(token.clone()),
             _ => None,
         };

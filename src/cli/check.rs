@@ -9,7 +9,8 @@ use crate::config::{read_admin_token, Config};
 use crate::manifest::Manifest;
 
 /// Check everything `serve` would load: the configuration (file and environment), the
-/// TLS files, the admin token file and the manifest. Each problem goes to stderr, and any
+/// TLS files (`[tls]`, and the upstreams' CA bundle and client certificate), the admin
+/// token file and the manifest. Each problem goes to stderr, and any
 /// makes the exit code [`exit::CONFIG`].
 ///
 /// With `print`, a successful check writes the effective configuration (environment
@@ -31,8 +32,11 @@ pub fn check(config: Option<&Path>, print: bool) -> i32 {
     if let Some(Err(e)) = cfg
         .tls
         .as_ref()
-        .map(|f| crate::tls::load_server_config(f, &cfg.origin()))
+        .map(|f| crate::tls::load_server_config(f, |k| cfg.key_origin(k)))
     {
+        problem(&e);
+    }
+    if let Err(e) = crate::upstream::tls::UpstreamTls::load(&cfg, None) {
         problem(&e);
     }
     if let Err(e) = read_admin_token(&cfg) {

@@ -21,12 +21,15 @@ pub(super) enum Raw<'v> {
     Env(String),
 }
 
-/// The configuration while the keys are applied: `tls.cert` and `tls.key` become one
-/// [`TlsFiles`] only once both are known.
+/// The configuration while the keys are applied: `tls.cert` and `tls.key` (and
+/// `upstreams.client_cert` and `upstreams.client_key`) become one [`TlsFiles`] only once
+/// both are known.
 pub(super) struct Draft {
     pub config: Config,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 /// One configuration key.
@@ -162,6 +165,35 @@ pub(super) const KEYS: &[Key] = &[
         env: &["FLEETGATE_UPSTREAMS_DNS_REFRESH"],
         set: |d, r| put(&mut d.config.upstreams.dns_refresh, millis(r, 100)),
         get: |c| ms(c.upstreams.dns_refresh),
+    },
+    Key {
+        name: "upstreams.ca_file",
+        env: &["FLEETGATE_UPSTREAMS_CA_FILE"],
+        set: |d, r| {
+            put(
+                &mut d.config.upstreams.ca_file,
+                path(r, "a PEM file path").map(Some),
+            )
+        },
+        get: |c| c.upstreams.ca_file.as_deref().and_then(path_text),
+    },
+    Key {
+        name: "upstreams.client_cert",
+        env: &["FLEETGATE_UPSTREAMS_CLIENT_CERT"],
+        set: |d, r| put(&mut d.client_cert, path(r, "a PEM file path").map(Some)),
+        get: |c| {
+            let files = c.upstreams.client_auth.as_ref();
+            files.and_then(|t| path_text(&t.cert))
+        },
+    },
+    Key {
+        name: "upstreams.client_key",
+        env: &["FLEETGATE_UPSTREAMS_CLIENT_KEY"],
+        set: |d, r| put(&mut d.client_key, path(r, "a PEM file path").map(Some)),
+        get: |c| {
+            let files = c.upstreams.client_auth.as_ref();
+            files.and_then(|t| path_text(&t.key))
+        },
     },
     Key {
         name: "timeouts.connect",
@@ -386,6 +418,8 @@ impl Draft {
             config,
             tls_cert: None,
             tls_key: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 
@@ -425,6 +459,24 @@ impl Draft {
                     key: missing.to_string(),
                     message: "expected both tls.cert and tls.key (PEM files), one is missing"
                         .to_string(),
+                });
+            }
+        };
+        config.upstreams.client_auth = match (self.client_cert, self.client_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (set, missing) = if cert.is_none() {
+                    ("upstreams.client_key", "upstreams.client_cert")
+                } else {
+                    ("upstreams.client_cert", "upstreams.client_key")
+                };
+                return Err(ConfigError {
+                    origin: config.key_origin(set),
+                    key: missing.to_string(),
+                    message: format!(
+                        "expected both upstreams.client_cert and upstreams.client_key (PEM files), only {set} is set"
+                    ),
                 });
             }
         };
@@ -666,6 +718,12 @@ fn upstream_list(raw: Raw<'_>) -> Result<Vec<UpstreamUrl>, String> {
         .iter()
         .map(|s| UpstreamUrl::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    if list.iter().any(|u| u.tls != list[0].tls) {
+        return Err(
+            "expected every upstream of the list to use the same scheme, got both http and https"
+                .into(),
+        );
+    }
     if list.len() > 1 && list.iter().any(|u| u.ip().is_none()) {
         return Err(
             "expected either several IP endpoints or exactly one DNS name, got a DNS name in a list of several"

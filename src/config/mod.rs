@@ -6,8 +6,9 @@
 //! the wrong type or out of range — is one [`ConfigError`] that names where the value came
 //! from (`file:line` or the environment variable), the key, and what was expected; the
 //! CLI prints it and exits with 78 (`EX_CONFIG`). Relative paths (`routes`, `tls.cert`,
-//! `tls.key`, `admin.token_file`) written in the file are resolved against the file's
-//! directory; from the environment or the defaults, against the working directory.
+//! `tls.key`, `upstreams.ca_file`, `upstreams.client_cert`, `upstreams.client_key`,
+//! `admin.token_file`) written in the file are resolved against the file's directory;
+//! from the environment or the defaults, against the working directory.
 //! [`Config`] holds them resolved, so every message about these files names the path
 //! actually used.
 //!
@@ -80,26 +81,43 @@ impl LogFormat {
     }
 }
 
-/// One upstream as configured: `http://host:port`. A host that is not an IP literal is
-/// resolved with the system resolver and re-resolved every `upstreams.dns_refresh`.
+/// One upstream as configured: `http://host[:port]` or `https://host[:port]`. A host that
+/// is not an IP literal is resolved with the system resolver and re-resolved every
+/// `upstreams.dns_refresh`; over `https` its certificate is checked against that name
+/// (an IP literal: against an IP address in the certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     pub host: String,
     pub port: u16,
+    /// `https`: TLS to this upstream (see `upstreams.ca_file`).
+    pub tls: bool,
 }
 
 impl UpstreamUrl {
-    /// Parse `http://host[:port][/]`.
+    /// A plain `http://host:port` upstream.
+    pub fn http(host: impl Into<String>, port: u16) -> UpstreamUrl {
+        UpstreamUrl {
+            host: host.into(),
+            port,
+            tls: false,
+        }
+    }
+
+    /// Parse `http://host[:port][/]` or `https://host[:port][/]` (ports 80 and 443 by
+    /// default).
     pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let expected =
-            || format!("expected an upstream URL like \"http://127.0.0.1:3000\", got {s:?}");
-        let rest = s.strip_prefix("http://").ok_or_else(|| {
-            if s.starts_with("https://") {
-                format!("https upstreams are not supported (plain http only), got {s:?}")
-            } else {
-                expected()
-            }
-        })?;
+        let expected = || {
+            format!(
+                "expected an upstream URL like \"http://127.0.0.1:3000\" or \"https://app.internal\", got {s:?}"
+            )
+        };
+        let (rest, tls, default_port) = if let Some(rest) = s.strip_prefix("http://") {
+            (rest, false, 80)
+        } else if let Some(rest) = s.strip_prefix("https://") {
+            (rest, true, 443)
+        } else {
+            return Err(expected());
+        };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
             return Err(expected());
@@ -107,7 +125,7 @@ impl UpstreamUrl {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(expected)?;
             let port = match after {
-                "" => 80,
+                "" => default_port,
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse().ok())
@@ -117,27 +135,46 @@ impl UpstreamUrl {
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| expected())?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() || port == 0 {
             return Err(expected());
         }
-        Ok(UpstreamUrl { host, port })
+        let url = UpstreamUrl { host, port, tls };
+        if tls
+            && url.ip().is_none()
+            && rustls::pki_types::DnsName::try_from(url.host.as_str()).is_err()
+        {
+            return Err(format!(
+                "expected a DNS name or an IP address to check the upstream's certificate against, got {:?}",
+                url.host
+            ));
+        }
+        Ok(url)
     }
 
     /// The IP address when the host is a literal (no DNS needed).
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.host.parse().ok()
     }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.scheme();
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -150,6 +187,12 @@ pub struct Upstreams {
     pub ide: Option<UpstreamUrl>,
     /// How often DNS names are re-resolved.
     pub dns_refresh: Duration,
+    /// The PEM bundle of the certificate authorities `https` upstreams are checked
+    /// against; when set, the only ones trusted. `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate chain and key fleetgate presents to `https` upstreams
+    /// (`upstreams.client_cert`, `upstreams.client_key`), for mutual TLS.
+    pub client_auth: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +365,36 @@ pub struct Config {
     pub readiness_on_skew: SkewPolicy,
     /// Peers whose manifest digest may fail readiness (`trusted_peers`, CIDRs).
     pub trusted_peers: Vec<ipnet::IpNet>,
+    /// Where each key that was set came from, for messages about the files it names.
+    pub origins: KeyOrigins,
 }
+
+/// Where each key that was set came from: `file:line` or `environment variable X`. Not
+/// part of a configuration's value: two configurations that differ only in where their
+/// keys were written are equal.
+#[derive(Debug, Clone, Default)]
+pub struct KeyOrigins(Vec<(&'static str, String)>);
+
+impl KeyOrigins {
+    fn record(&mut self, key: &'static str, origin: String) {
+        self.0.push((key, origin));
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, o)| o.as_str())
+    }
+}
+
+impl PartialEq for KeyOrigins {
+    fn eq(&self, _: &KeyOrigins) -> bool {
+        true
+    }
+}
+
+impl Eq for KeyOrigins {}
 
 impl Default for Config {
     fn default() -> Self {
@@ -339,12 +411,11 @@ impl Default for Config {
             response_stamps: true,
             allow_encoded_slash: false,
             upstreams: Upstreams {
-                fleet: vec![UpstreamUrl {
-                    host: "127.0.0.1".into(),
-                    port: 3000,
-                }],
+                fleet: vec![UpstreamUrl::http("127.0.0.1", 3000)],
                 ide: None,
                 dns_refresh: Duration::from_millis(5000),
+                ca_file: None,
+                client_auth: None,
             },
             timeouts: Timeouts {
                 connect: Duration::from_millis(3000),
@@ -371,6 +442,7 @@ impl Default for Config {
             generation: "unknown".to_string(),
             readiness_on_skew: SkewPolicy::Report,
             trusted_peers: Vec::new(),
+            origins: KeyOrigins::default(),
         }
     }
 }
@@ -479,8 +551,9 @@ impl Config {
                 });
             }
             if key.table() == "tls" && tls_origin.is_none() {
-                tls_origin = Some(origin);
+                tls_origin = Some(origin.clone());
             }
+            draft.config.origins.record(key.name, origin);
         }
         draft.finish(tls_origin)
     }
@@ -516,6 +589,15 @@ impl Config {
             .into_iter()
             .filter_map(|(key, differs)| differs.then_some(key))
             .collect()
+    }
+
+    /// Where `key` was set, for a message about it: `file:line`, `environment variable
+    /// X`, or (set in code, or not set) the configuration file.
+    pub fn key_origin(&self, key: &str) -> String {
+        match self.origins.get(key) {
+            Some(origin) => origin.to_string(),
+            None => self.origin(),
+        }
     }
 
     /// The configuration file for messages (`(defaults)` when none).

@@ -94,14 +94,81 @@ fn environment_wins_and_is_named() {
 fn upstream_urls() {
     assert_eq!(
         UpstreamUrl::parse("http://[::1]:8080/").unwrap(),
-        UpstreamUrl {
-            host: "::1".into(),
-            port: 8080
-        }
+        UpstreamUrl::http("::1", 8080)
     );
-    assert!(UpstreamUrl::parse("https://x:1").is_err());
+    assert!(UpstreamUrl::parse("ftp://x:1").is_err());
     assert!(UpstreamUrl::parse("http://x:1/path").is_err());
     assert!(parse("[upstreams]\nfleet = [\"http://a:1\", \"http://b:1\"]").is_err());
+}
+
+#[test]
+fn https_upstream_urls() {
+    let u = UpstreamUrl::parse("https://app.internal").unwrap();
+    assert_eq!(
+        (u.host.as_str(), u.port, u.tls),
+        ("app.internal", 443, true)
+    );
+    assert_eq!(u.to_string(), "https://app.internal:443");
+    let u = UpstreamUrl::parse("https://[::1]:8443/").unwrap();
+    assert_eq!((u.host.as_str(), u.port, u.tls), ("::1", 8443, true));
+    assert_eq!(UpstreamUrl::parse("http://a").unwrap().port, 80);
+    let e = UpstreamUrl::parse("https://bad_name!:443").unwrap_err();
+    assert!(e.contains("DNS name"), "{e}");
+
+    let e = parse("[upstreams]\nfleet = [\"http://10.0.0.1:1\", \"https://10.0.0.2:1\"]\n")
+        .unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:2", "upstreams.fleet")
+    );
+    assert!(e.message.contains("same scheme"), "{e}");
+    let c = parse("[upstreams]\nfleet = [\"https://10.0.0.1:1\", \"https://10.0.0.2:1\"]\nide = \"https://ide.internal\"\n").unwrap();
+    assert!(c.upstreams.fleet.iter().all(|u| u.tls));
+    assert!(c.upstreams.ide.unwrap().tls);
+}
+
+#[test]
+fn upstream_tls_files_resolve_like_tls_cert_and_need_both_client_files() {
+    let text = "[upstreams]\nca_file = \"ca.pem\"\nclient_cert = \"tls/client.pem\"\nclient_key = \"/abs/client.key\"\n";
+    let c = Config::from_toml("/etc/fg/fleetgate.toml", text, &|_| None).unwrap();
+    assert_eq!(
+        c.upstreams.ca_file.as_deref(),
+        Some(Path::new("/etc/fg/ca.pem"))
+    );
+    let client = c.upstreams.client_auth.clone().unwrap();
+    assert_eq!(client.cert, Path::new("/etc/fg/tls/client.pem"));
+    assert_eq!(client.key, Path::new("/abs/client.key"));
+    assert_eq!(
+        c.key_origin("upstreams.ca_file"),
+        "/etc/fg/fleetgate.toml:2"
+    );
+    assert_eq!(c.key_origin("upstreams.fleet"), c.origin(), "not set");
+    let printed = c.to_toml();
+    assert_eq!(
+        Config::from_toml("/x/f.toml", &printed, &|_| None).unwrap(),
+        c,
+        "{printed}"
+    );
+
+    let env = |k: &str| (k == "FLEETGATE_UPSTREAMS_CA_FILE").then(|| "env-ca.pem".to_string());
+    let c = Config::from_toml("/etc/fg/fleetgate.toml", text, &env).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.upstreams.ca_file, Some(cwd.join("env-ca.pem")));
+    assert_eq!(
+        c.key_origin("upstreams.ca_file"),
+        "environment variable FLEETGATE_UPSTREAMS_CA_FILE"
+    );
+
+    let e = parse("[upstreams]\nfleet = \"https://10.0.0.1\"\n\nclient_cert = \"c.pem\"\n")
+        .unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:4", "upstreams.client_key")
+    );
+    assert!(
+        e.message.contains("only upstreams.client_cert is set"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -432,6 +499,7 @@ fn restart_only_changes_name_the_keys_a_reload_cannot_apply() {
         "response_stamps = false",
         "allow_encoded_slash = true",
         "[upstreams]\nfleet = [\"http://10.0.0.9:80\"]\nide = \"http://10.0.0.8:80\"\ndns_refresh = 100",
+        "[upstreams]\nfleet = [\"https://10.0.0.9\"]\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"",
         "[timeouts]\nconnect = 1\nfirst_byte = 1\nidle = 1\nheader_read = 1\nshutdown = 1\ndrain_delay = 1",
         "[limits]\nmax_header_bytes = 8192\nmax_hops = 9",
         "[reload]\nwatch_interval = 100",

@@ -109,12 +109,7 @@ pub(crate) mod testing {
         let manifest = crate::manifest::Manifest::from_sources(&[("r.toml".into(), String::new())])
             .expect("an empty manifest loads");
         let metrics = Arc::new(Metrics::new());
-        let unresolved = || {
-            vec![crate::config::UpstreamUrl {
-                host: "unresolved.invalid".into(),
-                port: 80,
-            }]
-        };
+        let unresolved = || vec![crate::config::UpstreamUrl::http("unresolved.invalid", 80)];
         Arc::new(Snapshot {
             serial: 1,
             loaded_at: std::time::SystemTime::now(),

@@ -1,6 +1,18 @@
 //! The upstream client, shared by every request and every snapshot: hyper-util's pooled
-//! keep-alive client over plain TCP. Keep-alive connections are keyed by endpoint address,
-//! so a reload that keeps an endpoint keeps its idle connections.
+//! keep-alive client over TCP, and over TLS for `https` pools. Keep-alive connections are
+//! keyed by endpoint address, so a reload that keeps an endpoint keeps its idle
+//! connections.
+//!
+//! TLS: each `https` pool has a [`TlsTarget`], the upstream TLS settings plus the name
+//! certificates are checked against, with a keep-alive client of its own (built on first
+//! use, sharing the connect timeout). A reload that keeps the settings and the name keeps
+//! the target, and so its connections; new settings (another CA bundle or client
+//! certificate, `http` to `https`) make a new target whose connections are all new: a
+//! connection verified under the old settings never carries a request of the new
+//! snapshot. The TLS handshake is part of the connect and of its timeout; a failed
+//! handshake is a connect failure (`502`, kind `tls`) that does not eject the endpoint (it
+//! is almost always a certificate or configuration mismatch that a TCP probe cannot see
+//! end, and every endpoint would share it).
 //!
 //! It owns the exchange with one endpoint: pick it from a [`Pool`], connect (within the
 //! connect timeout, which a reload may change: the connector reads it on every connect),
@@ -16,7 +28,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,11 +36,13 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::tls::UpstreamTls;
 use super::{InFlight, Pool, Upstream};
 use crate::body::{BodyError, BoxError, RequestBody, RequestProgress};
 use crate::metrics::Metrics;
@@ -65,9 +79,15 @@ impl UpstreamError {
     }
 }
 
+/// The `kind` of `fleetgate_upstream_errors_total` for a failed TLS handshake (an
+/// [`UpstreamError::Unreachable`] to the data path).
+pub const TLS_KIND: &str = "tls";
+
 /// The shared client (see the module docs).
 pub struct UpstreamClient {
-    client: Client<TimedConnector, RequestBody>,
+    client: Client<Connector, RequestBody>,
+    /// The plain connector, which TLS clients wrap.
+    connector: Connector,
     connect_timeout_ms: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     /// Open WebSocket / Upgrade tunnels (graceful shutdown waits for them).
@@ -80,19 +100,14 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(true);
-        let connector = TimedConnector {
+        let connector = Connector {
             http,
             timeout_ms: connect_timeout_ms.clone(),
+            tls: None,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .set_host(false)
-            .retry_canceled_requests(true)
-            .build(connector);
         UpstreamClient {
-            client,
+            client: build_client(connector.clone()),
+            connector,
             connect_timeout_ms,
             metrics,
             tunnels: Arc::new(AtomicUsize::new(0)),
@@ -103,6 +118,25 @@ impl UpstreamClient {
     pub fn set_connect_timeout(&self, timeout: Duration) {
         self.connect_timeout_ms
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The keep-alive client for `pool`'s endpoints: the shared plain one, or its TLS
+    /// target's (built on first use).
+    fn client_for<'p>(&'p self, pool: &'p Pool) -> &'p Client<Connector, RequestBody> {
+        match &pool.tls {
+            None => &self.client,
+            Some(target) => target.client.get_or_init(|| {
+                build_client(Connector {
+                    tls: Some(TlsConnect {
+                        connector: tokio_rustls::TlsConnector::from(
+                            target.settings.client_config().clone(),
+                        ),
+                        name: target.name.clone(),
+                    }),
+                    ..self.connector.clone()
+                })
+            }),
+        }
     }
 
     /// How many upgrade tunnels are open.
@@ -145,7 +179,7 @@ impl UpstreamClient {
         }
 
         let progress: Option<Arc<RequestProgress>> = req.body().progress().cloned();
-        let response = self.client.request(req);
+        let response = self.client_for(pool).request(req);
         // The first-byte clock starts once the request body has been sent in full.
         let deadline = async {
             if let Some(p) = &progress {
@@ -165,16 +199,23 @@ impl UpstreamClient {
         match result {
             Ok(resp) => Ok((resp, inflight)),
             Err(err) => {
+                let tls = err.is_connect() && is_tls_failure(&err);
                 let e = if err.is_connect() {
-                    pool.eject(&ep);
+                    if !tls {
+                        pool.eject(&ep);
+                    }
                     UpstreamError::Unreachable {
                         retry_after: ep.retry_after_secs(),
                     }
                 } else {
                     classify_client_error(&err)
                 };
-                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(&err), kind = e.kind(), "upstream request failed");
-                self.count(e, upstream);
+                let kind = if tls { TLS_KIND } else { e.kind() };
+                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(&err), kind, "upstream request failed");
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[upstream.as_str(), kind])
+                    .inc();
                 Err(e)
             }
         }
@@ -216,18 +257,64 @@ impl UpstreamClient {
     }
 }
 
-/// hyper-util's connector with a connect timeout that can change while it runs.
-#[derive(Clone)]
-struct TimedConnector {
-    http: HttpConnector,
-    timeout_ms: Arc<AtomicU64>,
+fn build_client(connector: Connector) -> Client<Connector, RequestBody> {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .set_host(false)
+        .retry_canceled_requests(true)
+        .build(connector)
 }
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send + 'static>>;
+/// The TLS side of one `https` pool (see the module docs).
+pub struct TlsTarget {
+    pub settings: Arc<UpstreamTls>,
+    /// The name certificates are checked against and sent as SNI: the pool's DNS name;
+    /// `None`: each endpoint's IP address.
+    pub name: Option<ServerName<'static>>,
+    /// The keep-alive client of this target, built on first use.
+    client: OnceLock<Client<Connector, RequestBody>>,
+}
 
-impl tower::Service<Uri> for TimedConnector {
-    type Response = TokioIo<TcpStream>;
+impl TlsTarget {
+    pub fn new(settings: Arc<UpstreamTls>, name: Option<ServerName<'static>>) -> TlsTarget {
+        TlsTarget {
+            settings,
+            name,
+            client: OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTarget")
+            .field("settings", &self.settings)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// hyper-util's connector with a connect timeout that can change while it runs, and a
+/// TLS handshake on top for `https` pools. The timeout covers both.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    timeout_ms: Arc<AtomicU64>,
+    tls: Option<TlsConnect>,
+}
+
+#[derive(Clone)]
+struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    name: Option<ServerName<'static>>,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send + 'static>>;
+
+impl tower::Service<Uri> for Connector {
+    type Response = Conn;
     type Error = BoxError;
     type Future = ConnectFuture;
 
@@ -236,17 +323,168 @@ impl tower::Service<Uri> for TimedConnector {
     }
 
     fn call(&mut self, uri: Uri) -> ConnectFuture {
-        let connecting = tower::Service::<Uri>::call(&mut self.http, uri);
         let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => match t.name.clone().or_else(|| ip_name(&uri)) {
+                Some(name) => Some((t.connector.clone(), name)),
+                None => {
+                    let e = format!("no server name to check the certificate of {uri} against");
+                    return Box::pin(async move { Err(e.into()) });
+                }
+            },
+        };
+        // The TCP connector only dials `http://` URIs; TLS goes on top.
+        let tcp_uri = match (&tls, uri.authority()) {
+            (Some(_), Some(authority)) => Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .unwrap_or(uri),
+            _ => uri,
+        };
+        let connecting = tower::Service::<Uri>::call(&mut self.http, tcp_uri);
         Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(r) => r.map_err(Into::into),
+            let connect = async move {
+                let tcp = connecting.await?;
+                let Some((connector, name)) = tls else {
+                    return Ok(Conn::Plain(tcp));
+                };
+                match connector.connect(name.clone(), tcp.into_inner()).await {
+                    Ok(stream) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
+                    Err(source) => Err(Box::new(TlsFailure {
+                        name: name.to_str().into_owned(),
+                        source,
+                    }) as BoxError),
+                }
+            };
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(r) => r,
                 Err(_) => Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out (timeouts.connect)",
                 )) as BoxError),
             }
         })
+    }
+}
+
+/// The IP address of `uri`'s host, as the name to check a certificate against.
+fn ip_name(uri: &Uri) -> Option<ServerName<'static>> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ServerName::IpAddress(ip.into()))
+}
+
+/// A TLS handshake with an upstream failed (unknown CA, name mismatch, expired, no
+/// common protocol, the upstream refused our client certificate…).
+#[derive(Debug)]
+struct TlsFailure {
+    name: String,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake failed (server name {})", self.name)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Did this client error come from a failed TLS handshake?
+fn is_tls_failure(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if s.is::<TlsFailure>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A connection to an upstream: plain TCP or TLS over TCP (boxed: its state is large).
+enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(io) => io.connected(),
+            // ALPN offers http/1.1 alone: nothing to tell hyper about h2.
+            Conn::Tls(io) => io.inner().get_ref().0.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(io) => io.is_write_vectored(),
+            Conn::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
+        }
     }
 }
 
@@ -286,5 +524,105 @@ impl std::fmt::Display for ErrorChain<'_> {
             s = e.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, UpstreamUrl};
+
+    /// A TLS server on 127.0.0.1 presenting a self-signed certificate for `names`; it
+    /// accepts connections until dropped.
+    async fn tls_server(names: &[&str]) -> (std::net::SocketAddr, rcgen::CertifiedKey) {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let sc = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        (addr, ck)
+    }
+
+    /// Connect through a TLS [`Connector`] trusting `ca_pem`, checking `name` (or the IP).
+    async fn connect(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        name: Option<&str>,
+    ) -> Result<Conn, BoxError> {
+        let dir = std::env::temp_dir().join(format!(
+            "fleetgate-connector-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        let mut config = Config::default();
+        config.upstreams.fleet = vec![UpstreamUrl::parse(&format!("https://{addr}")).unwrap()];
+        config.upstreams.ca_file = Some(ca);
+        let settings = UpstreamTls::load(&config, None).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut connector = Connector {
+            http: HttpConnector::new(),
+            timeout_ms: Arc::new(AtomicU64::new(5000)),
+            tls: Some(TlsConnect {
+                connector: tokio_rustls::TlsConnector::from(settings.client_config().clone()),
+                name: name.map(|n| ServerName::try_from(n.to_string()).unwrap()),
+            }),
+        };
+        let uri: Uri = format!("https://{addr}/").parse().unwrap();
+        tower::Service::call(&mut connector, uri).await
+    }
+
+    fn reason(e: &BoxError) -> String {
+        let tls = e.is::<TlsFailure>();
+        format!("{} (tls: {tls})", ErrorChain(e.as_ref()))
+    }
+
+    #[tokio::test]
+    async fn handshake_failures_say_why() {
+        let (addr, ck) = tls_server(&["127.0.0.1", "localhost"]).await;
+        let ok = connect(addr, &ck.cert.pem(), None).await;
+        assert!(matches!(ok, Ok(Conn::Tls(_))), "IP SAN checked");
+        let ok = connect(addr, &ck.cert.pem(), Some("localhost")).await;
+        assert!(matches!(ok, Ok(Conn::Tls(_))), "DNS name checked");
+
+        let e = connect(addr, &ck.cert.pem(), Some("other.test"))
+            .await
+            .err()
+            .unwrap();
+        let why = reason(&e);
+        assert!(why.contains("not valid for name \"other.test\""), "{why}");
+        assert!(why.contains("server name other.test"), "{why}");
+        assert!(why.ends_with("(tls: true)"), "{why}");
+
+        // A CA of another name: the upstream's issuer is unknown to it.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "another CA");
+        let other = params.self_signed(&key).unwrap();
+        let e = connect(addr, &other.pem(), None).await.err().unwrap();
+        let why = reason(&e);
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        assert!(why.contains("server name 127.0.0.1"), "{why}");
     }
 }

@@ -8,7 +8,9 @@
 //! of a new snapshot from the old one: an unchanged upstream keeps its pool, a changed one
 //! keeps the [`Endpoint`]s (health, back-off, in-flight count) of addresses that stay.
 //! Removed endpoints get no new requests; requests already on them finish, because they
-//! hold the endpoint ([`InFlight`]) and the old snapshot.
+//! hold the endpoint ([`InFlight`]) and the old snapshot. An `https` pool also keeps its
+//! [`TlsTarget`] (and so its connections) only while the TLS settings and the name
+//! checked stay the same.
 //!
 //! Health is lock-free (atomics): nothing on the request path takes a lock.
 
@@ -22,7 +24,8 @@ use http::uri::{Authority, Scheme};
 use rand::Rng;
 use std::time::Instant;
 
-use super::Upstream;
+use super::tls::UpstreamTls;
+use super::{TlsTarget, Upstream};
 use crate::config::UpstreamUrl;
 
 /// First ejection period; doubles on every failed probe up to [`MAX_BACKOFF`].
@@ -109,16 +112,28 @@ pub struct Pool {
     pub scheme: Scheme,
     /// As configured: IP literals, or one DNS name.
     pub urls: Vec<UpstreamUrl>,
+    /// The TLS side of an `https` pool.
+    pub tls: Option<Arc<TlsTarget>>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Pool {
-    /// Build the pool; IP literals are ready at once, DNS names are resolved by
+    /// Build a plain-http pool; IP literals are ready at once, DNS names are resolved by
     /// [`Pool::refresh_dns`] (called once by the server before it reports ready).
     pub fn new(
         upstream: Upstream,
         urls: Vec<UpstreamUrl>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Pool {
+        Pool::with_tls(upstream, urls, None, metrics)
+    }
+
+    /// [`Pool::new`] for a pool whose URLs are `https` when `tls` is given.
+    fn with_tls(
+        upstream: Upstream,
+        urls: Vec<UpstreamUrl>,
+        tls: Option<Arc<TlsTarget>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Pool {
         let eps = urls
@@ -127,27 +142,40 @@ impl Pool {
             .collect();
         Pool {
             upstream,
-            scheme: Scheme::HTTP,
+            scheme: if tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             urls,
+            tls,
             endpoints: ArcSwap::from_pointee(eps),
             metrics,
         }
     }
 
     /// The pool for `urls` in a new snapshot, given the pool the old snapshot had for the
-    /// same upstream. Unchanged URLs keep the old pool itself (its resolved endpoints
-    /// included); otherwise every address that stays keeps its [`Endpoint`]. DNS names of
-    /// a new pool are resolved before it is returned.
+    /// same upstream. `tls`: the snapshot's upstream TLS settings (required when `urls`
+    /// are `https`). Unchanged URLs and TLS target keep the old pool itself (its resolved
+    /// endpoints included); otherwise every address that stays keeps its [`Endpoint`].
+    /// DNS names of a new pool are resolved before it is returned.
     pub async fn adopt(
         upstream: Upstream,
         urls: Vec<UpstreamUrl>,
+        tls: Option<&Arc<UpstreamTls>>,
         previous: Option<&Arc<Pool>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Pool> {
-        if let Some(old) = previous.filter(|p| p.urls == urls) {
+        let target = Pool::tls_target(&urls, tls, previous);
+        let same_target = |p: &Arc<Pool>| match (&p.tls, &target) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some(old) = previous.filter(|p| p.urls == urls && same_target(p)) {
             return old.clone();
         }
-        let pool = Pool::new(upstream, urls, metrics);
+        let pool = Pool::with_tls(upstream, urls, target, metrics);
         if let Some(old) = previous {
             let current = old.endpoints();
             let eps: Vec<Arc<Endpoint>> = pool
@@ -167,6 +195,32 @@ impl Pool {
             pool.refresh_dns_from(previous.map(|p| p.endpoints())).await;
         }
         Arc::new(pool)
+    }
+
+    /// The TLS target of an `https` pool for `urls`: the previous pool's when it has the
+    /// same settings and checks the same name, else a new one (new connections).
+    fn tls_target(
+        urls: &[UpstreamUrl],
+        tls: Option<&Arc<UpstreamTls>>,
+        previous: Option<&Arc<Pool>>,
+    ) -> Option<Arc<TlsTarget>> {
+        if !urls.iter().any(|u| u.tls) {
+            return None;
+        }
+        let settings = tls.expect("https upstreams come with their TLS settings");
+        // A DNS name is what certificates are checked against; IP literals are checked
+        // one by one (the connector takes the endpoint's address).
+        let name = urls
+            .iter()
+            .find(|u| u.ip().is_none())
+            .and_then(|u| rustls::pki_types::ServerName::try_from(u.host.clone()).ok());
+        let kept = previous
+            .and_then(|p| p.tls.as_ref())
+            .filter(|t| Arc::ptr_eq(&t.settings, settings) && t.name == name);
+        Some(match kept {
+            Some(t) => t.clone(),
+            None => Arc::new(TlsTarget::new(settings.clone(), name)),
+        })
     }
 
     pub fn uses_dns(&self) -> bool {
@@ -305,10 +359,7 @@ mod tests {
 
     fn pool(n: u16) -> Pool {
         let urls = (0..n)
-            .map(|i| UpstreamUrl {
-                host: "127.0.0.1".into(),
-                port: 1000 + i,
-            })
+            .map(|i| UpstreamUrl::http("127.0.0.1", 1000 + i))
             .collect();
         Pool::new(
             Upstream::Fleet,
@@ -351,6 +402,7 @@ mod tests {
         let same = Pool::adopt(
             Upstream::Fleet,
             old.urls.clone(),
+            None,
             Some(&old),
             metrics.clone(),
         )
@@ -361,11 +413,8 @@ mod tests {
         let kept_addr = held.endpoint().addr;
         old.eject(&old.endpoints()[0]);
         let mut urls = old.urls.clone();
-        urls.push(UpstreamUrl {
-            host: "127.0.0.1".into(),
-            port: 2000,
-        });
-        let grown = Pool::adopt(Upstream::Fleet, urls, Some(&old), metrics.clone()).await;
+        urls.push(UpstreamUrl::http("127.0.0.1", 2000));
+        let grown = Pool::adopt(Upstream::Fleet, urls, None, Some(&old), metrics.clone()).await;
         let eps = grown.endpoints();
         assert_eq!(eps.len(), 3);
         let kept = eps.iter().find(|e| e.addr == kept_addr).unwrap();
@@ -380,6 +429,7 @@ mod tests {
         let shrunk = Pool::adopt(
             Upstream::Fleet,
             vec![old.urls[1].clone()],
+            None,
             Some(&old),
             metrics,
         )

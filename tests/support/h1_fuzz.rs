@@ -67,10 +67,10 @@ impl H1Harness {
                 access_log: false,
                 ..fleetgate::config::Config::default()
             };
-            c.upstreams.fleet = vec![fleetgate::config::UpstreamUrl {
-                host: "127.0.0.1".into(),
-                port: upstream.addr.port(),
-            }];
+            c.upstreams.fleet = vec![fleetgate::config::UpstreamUrl::http(
+                "127.0.0.1",
+                upstream.addr.port(),
+            )];
             c.timeouts.header_read = Duration::from_millis(500);
             c.timeouts.idle = Duration::from_millis(500);
             c.timeouts.drain_delay = Duration::ZERO;

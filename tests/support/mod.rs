@@ -145,10 +145,7 @@ impl Upstream {
 }
 
 pub fn url(addr: SocketAddr) -> UpstreamUrl {
-    UpstreamUrl {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+    UpstreamUrl::http(addr.ip().to_string(), addr.port())
 }
 
 /// Start a recording upstream named `name`. Behaviour by path:
