@@ -48,7 +48,9 @@ fn free_port() -> u16 {
 /// One connection that has made a request and read its answer, kept open.
 async fn open_one(addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n").await.ok()?;
+    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .ok()?;
     let mut buf = vec![0u8; 4096];
     let mut got = 0;
     // The upstream's JSON answer is small: one read of the head and body is enough to

@@ -160,6 +160,7 @@ pub(crate) mod testing {
             path: PathAndQuery::from_static(path),
             client: ClientSide {
                 ip: "192.0.2.7".parse().unwrap(),
+                ip_value: crate::proxy::headers::ip_header_value("192.0.2.7".parse().unwrap()),
                 tls: false,
                 version: http::Version::HTTP_11,
             },

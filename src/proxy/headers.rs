@@ -124,11 +124,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// What the forwarding headers say about the client side of this request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientSide {
     pub ip: IpAddr,
+    /// `ip` as a header value, built once per connection ([`ip_header_value`]) so that
+    /// appending it to `x-forwarded-for` costs no allocation per request.
+    pub ip_value: HeaderValue,
     pub tls: bool,
     pub version: Version,
+}
+
+/// `ip` as a header value whose clones share one buffer (cloning it never allocates).
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let mut ip_buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut ip_buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    let shared = bytes::Bytes::from(ip_buf[..len].to_vec());
+    // The first clone of a `Bytes` made from a `Vec` moves it into a shared buffer; do it
+    // here, once, instead of on the first request.
+    let _ = shared.clone();
+    HeaderValue::from_maybe_shared(shared).expect("an IP is header-safe")
 }
 
 /// Prepare the headers of a request about to go upstream (hop-by-hop already stripped).
@@ -153,7 +169,7 @@ pub fn prepare_upstream_request(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.tls { "https" } else { "http" }),
     );
-    append_forwarded_for(headers, client.ip);
+    append_list(headers, X_FORWARDED_FOR, &client.ip_value);
     let via = match client.version {
         Version::HTTP_10 => &node.via_10,
         Version::HTTP_2 => &node.via_2,
@@ -166,16 +182,6 @@ pub fn prepare_upstream_request(
     append_list(headers, X_FLEETGATE_VIA, &node.node);
     headers.insert(X_FLEETGATE_MANIFEST, node.manifest.clone());
     headers.insert(X_FLEETGATE_GENERATION, node.generation.clone());
-}
-
-/// `x-forwarded-for: <existing>, <client ip>` as one line.
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let mut ip_buf = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut ip_buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    let value = HeaderValue::from_bytes(&ip_buf[..len]).expect("an IP is header-safe");
-    append_list(headers, X_FORWARDED_FOR, &value);
 }
 
 /// Append `value` to the comma-separated list in `name`, folding repeated lines into one.
@@ -341,6 +347,7 @@ mod tests {
         h.insert(X_FLEETGATE_VIA, "edge".parse().unwrap());
         let client = ClientSide {
             ip: "127.0.0.1".parse().unwrap(),
+            ip_value: ip_header_value("127.0.0.1".parse().unwrap()),
             tls: false,
             version: Version::HTTP_11,
         };

@@ -66,6 +66,8 @@ pub type ProxyStack = Admission<ForwardHeaders<Forward>>;
 /// Per-connection facts the data path needs.
 pub struct ConnInfo {
     pub remote: SocketAddr,
+    /// The peer's IP as a header value, for `x-forwarded-for`.
+    pub remote_ip_value: http::HeaderValue,
     pub tls: bool,
     /// Set by the first request; the server closes connections that send none in time.
     pub seen_request: AtomicBool,
@@ -75,6 +77,7 @@ impl ConnInfo {
     pub fn new(remote: SocketAddr, tls: bool) -> ConnInfo {
         ConnInfo {
             remote,
+            remote_ip_value: headers::ip_header_value(remote.ip()),
             tls,
             seen_request: AtomicBool::new(false),
         }
@@ -226,6 +229,7 @@ impl Proxy {
         // The decision is made; from here on it travels with the request.
         let client = ClientSide {
             ip: conn.remote.ip(),
+            ip_value: conn.remote_ip_value.clone(),
             tls: conn.tls,
             version: parts.version,
         };

@@ -125,9 +125,23 @@ pub fn framing(version: Version, headers: &HeaderMap) -> Result<(), ProxyError> 
 
 /// `host[:port]` as RFC 9110 §7.2 allows it: a non-empty authority without userinfo.
 fn valid_authority(v: &HeaderValue) -> bool {
-    !v.is_empty()
-        && !v.as_bytes().contains(&b'@')
-        && http::uri::Authority::try_from(v.as_bytes()).is_ok()
+    let b = v.as_bytes();
+    if b.is_empty() || b.contains(&b'@') {
+        return false;
+    }
+    // The common `name[:port]` form is checked here without building an `Authority`
+    // (which copies the bytes); anything else goes through http's own parser.
+    let (host, port) = match b.iter().position(|&c| c == b':') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    let plain_host = !host.is_empty()
+        && host
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+    let plain_port =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit));
+    (plain_host && plain_port) || http::uri::Authority::try_from(b).is_ok()
 }
 
 #[cfg(test)]

@@ -422,11 +422,10 @@ enum Conn {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        match self {
-            Conn::Plain(io) => io.connected(),
-            // ALPN offers http/1.1 alone: nothing to tell hyper about h2.
-            Conn::Tls(io) => io.inner().get_ref().0.connected(),
-        }
+        // Plain HTTP/1.1 either way (ALPN offers http/1.1 alone). No `HttpInfo` extra:
+        // nothing reads it, and hyper-util would insert it into every response's
+        // extensions (two allocations per request).
+        Connected::new()
     }
 }
 
