@@ -11,7 +11,7 @@ where
     F: Future<Output = i32>,
 {
     crate::logging::init(format, level);
-    match tokio::runtime::Builder::new_multi_thread()
+    let code = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -20,7 +20,9 @@ where
             eprintln!("cannot start the runtime: {e}");
             super::exit::FAILED
         }
-    }
+    };
+    crate::logging::flush();
+    code
 }
 
 /// Resolves on SIGTERM or SIGINT.
