@@ -37,14 +37,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One connection that has made a request and read its answer, kept open.
 async fn open_one(addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;

@@ -12,14 +12,6 @@ use support::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fleetgate");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let (code, stdout, stderr) = run_in(None, args, env);
     (code, format!("{stdout}{stderr}"))

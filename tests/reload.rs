@@ -15,46 +15,12 @@ use hyper_util::rt::TokioIo;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
-const NEW_RULE: &str = r#"
-[[rule]]
-path = "/reports/{id}"
-class = "ide-only"
-why = "reports are rendered from the working copy"
-"#;
-
 async fn reload(setup: &Setup) -> Answer {
     send("POST", &setup.admin_url("/reload"), &[]).await
 }
 
 async fn healthz(setup: &Setup) -> serde_json::Value {
     get(&setup.admin_url("/healthz")).await.json()
-}
-
-/// Requests in a loop until `stop`; returns (answered, failed) with the failures' texts.
-fn request_loop(
-    url: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let client = client();
-        let mut ok = 0;
-        let mut failed = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let req = http::Request::get(&url)
-                .body(Empty::new().map_err(|e| match e {}).boxed())
-                .unwrap();
-            match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                Ok(Ok(resp)) if resp.status() == 200 => match resp.into_body().collect().await {
-                    Ok(_) => ok += 1,
-                    Err(e) => failed.push(format!("body: {e}")),
-                },
-                Ok(Ok(resp)) => failed.push(format!("status {}", resp.status())),
-                Ok(Err(e)) => failed.push(format!("error: {e}")),
-                Err(_) => failed.push("timed out".into()),
-            }
-        }
-        (ok, failed)
-    })
 }
 
 #[tokio::test]
@@ -75,7 +41,7 @@ async fn a_reload_adds_a_rule_while_a_websocket_and_an_sse_stream_stay_open() {
     let first = sse.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, Bytes::from_static(b"data: 1\n\n"));
 
-    setup.routes.write("20-reports.toml", NEW_RULE);
+    setup.routes.write("20-reports.toml", REPORTS_RULE);
     let a = reload(&setup).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let j = a.json();
@@ -234,12 +200,7 @@ async fn endpoints_added_and_removed_by_reload_under_a_request_loop_lose_nothing
     let a_after = a.seen().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for l in loops {
-        let (ok, failed) = l.await.unwrap();
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        total += ok;
-    }
+    let total = requests_answered(loops).await;
     assert!(total > 20, "the loop ran ({total} requests)");
     assert_eq!(
         a.seen().len(),
@@ -306,7 +267,7 @@ async fn fifty_reloads_under_a_request_loop_fail_no_request() {
     let reloads = AtomicUsize::new(0);
     for i in 0..50 {
         if i % 2 == 0 {
-            setup.routes.write("20-reports.toml", NEW_RULE);
+            setup.routes.write("20-reports.toml", REPORTS_RULE);
         } else {
             std::fs::remove_file(setup.routes.path().join("20-reports.toml")).unwrap();
         }
@@ -316,12 +277,7 @@ async fn fifty_reloads_under_a_request_loop_fail_no_request() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for l in loops {
-        let (ok, failed) = l.await.unwrap();
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        total += ok;
-    }
+    let total = requests_answered(loops).await;
     assert!(total >= 50, "the loops ran ({total} requests)");
     assert_eq!(healthz(&setup).await["manifest"]["serial"], 51);
     setup.shutdown().await;
@@ -338,7 +294,7 @@ async fn the_file_watch_reloads_a_changed_manifest() {
         .start()
         .await;
     assert_eq!(get(&setup.url("/reports/1")).await.server(), "fleet");
-    setup.routes.write("20-reports.toml", NEW_RULE);
+    setup.routes.write("20-reports.toml", REPORTS_RULE);
     let mut server = String::new();
     for _ in 0..100 {
         server = get(&setup.url("/reports/1")).await.server();

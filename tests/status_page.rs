@@ -19,13 +19,6 @@ class = "<b>bold</b>"
 why = "a reload must refuse this"
 "#;
 
-const NEW_RULE: &str = r#"
-[[rule]]
-path = "/reports/{id}"
-class = "ide-only"
-why = "reports are rendered from the working copy"
-"#;
-
 async fn status(setup: &Setup) -> Value {
     let a = get(&setup.admin_url("/status.json")).await;
     assert_eq!(a.status, 200);
@@ -204,7 +197,7 @@ async fn status_json_counts_requests_per_rule_and_keeps_the_last_ten_reloads() {
     assert_eq!(reloads[1]["error"], Value::Null);
 
     std::fs::remove_file(setup.routes.path().join("20-bad.toml")).unwrap();
-    setup.routes.write("20-reports.toml", NEW_RULE);
+    setup.routes.write("20-reports.toml", REPORTS_RULE);
     assert_eq!(post(&setup, "/reload", "").await.status, 200);
     let s = status(&setup).await;
     assert_eq!(s["manifest"]["rules"], 5);
@@ -374,7 +367,7 @@ async fn a_person_sees_role_digest_counts_reloads_and_the_switch_in_chromium() {
     let refused = post(&setup, "/reload", "").await;
     assert_eq!(refused.status, 422);
     std::fs::remove_file(setup.routes.path().join("20-bad.toml")).unwrap();
-    setup.routes.write("20-reports.toml", NEW_RULE);
+    setup.routes.write("20-reports.toml", REPORTS_RULE);
     let applied = post(&setup, "/reload", "").await;
     assert_eq!(applied.status, 200, "{:?}", applied.body);
     let digest = setup.manifest_digest();

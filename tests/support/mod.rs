@@ -65,6 +65,14 @@ class = "ide-only"
 why = "a live socket to a process on the ide"
 "#;
 
+/// A rule the reload tests add to (and remove from) [`MANIFEST`] while serving.
+pub const REPORTS_RULE: &str = r#"
+[[rule]]
+path = "/reports/{id}"
+class = "ide-only"
+why = "reports are rendered from the working copy"
+"#;
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -643,4 +651,53 @@ pub fn header_counts(h: &HeaderMap) -> HashMap<String, usize> {
         m.insert(k.as_str().to_string(), h.get_all(k).iter().count());
     }
     m
+}
+
+/// A free loopback port (bound, then released) for a process that must be told its
+/// address up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `url` in a loop until `stop`: (answered 200 with a whole body, the failures).
+pub fn request_loop(
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let client = client();
+        let mut ok = 0;
+        let mut failed = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let req = Request::get(&url)
+                .body(Empty::new().map_err(|e| match e {}).boxed())
+                .unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                Ok(Ok(resp)) if resp.status() == 200 => match resp.into_body().collect().await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{url}: body: {e}")),
+                },
+                Ok(Ok(resp)) => failed.push(format!("{url}: status {}", resp.status())),
+                Ok(Err(e)) => failed.push(format!("{url}: error: {e}")),
+                Err(_) => failed.push(format!("{url}: timed out")),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// Wait for the [`request_loop`]s (stopped already), assert none failed; the number of
+/// requests they got answered.
+pub async fn requests_answered(loops: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>) -> usize {
+    let mut total = 0;
+    for l in loops {
+        let (ok, failed) = l.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    total
 }
