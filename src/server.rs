@@ -6,6 +6,13 @@
 //! A new connection is served with the live snapshot's TLS certificate and HTTP limits;
 //! a reload never touches an open connection.
 //!
+//! Threads (`[runtime]`): with `mode = "per-core"` (the default) the data listener is
+//! `workers` sockets bound to one address with `SO_REUSEPORT`, each served by a thread of
+//! its own with a single-threaded runtime; the kernel spreads new connections over them,
+//! and a connection lives on one thread with its upstream connections. With
+//! `"shared"`, one socket is served by the caller's (multi-threaded) runtime. Either way
+//! `limits.max_connections` counts over all of them.
+//!
 //! Shutdown, once triggered (SIGTERM/SIGINT or [`ShutdownHandle::trigger`]): readiness
 //! fails at once; accepting stops after `timeouts.drain_delay`; open connections are told
 //! to finish (idle keep-alives close, HTTP/2 gets GOAWAY, in-flight requests and streams
@@ -15,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,8 +33,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -38,7 +45,7 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::config::Config;
+use crate::config::{Config, RuntimeMode};
 use crate::proxy::{ConnInfo, Proxy, ProxyService};
 use crate::reload::{BuildError, ConfigSource, Reloader, Trigger};
 use crate::state::{Phase, Runtime, Snapshot, State};
@@ -88,11 +95,18 @@ pub struct RunningServer {
     pub reloader: Arc<Reloader>,
     shutdown: ShutdownHandle,
     done: JoinHandle<()>,
+    workers: Arc<AtomicUsize>,
 }
 
 impl RunningServer {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// How many workers serving the data listener are running (threads with their own
+    /// runtime in `per-core` mode, one task in `shared` mode); 0 once shutdown is over.
+    pub fn running_workers(&self) -> Arc<AtomicUsize> {
+        self.workers.clone()
     }
 
     /// The live snapshot.
@@ -118,19 +132,23 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let source = ConfigSource::of(&config);
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let runtime = Runtime::new(metrics.clone(), config.timeouts.connect);
+    let settings = config.runtime;
+    let workers = match settings.mode {
+        RuntimeMode::PerCore => settings.worker_count(),
+        RuntimeMode::Shared => 1,
+    };
+    let runtime = Runtime::new(metrics.clone(), config.timeouts.connect, workers);
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let watch_files = config.reload.watch;
     let snapshot = crate::reload::build_snapshot(config, None, &metrics).await?;
-    let listener = TcpListener::bind(listen)
-        .await
+    let listeners = bind_data_listeners(listen, workers, settings.mode == RuntimeMode::PerCore)
         .map_err(|e| StartError::Io(format!("cannot listen on {listen} (listen): {e}")))?;
     let admin = TcpListener::bind(admin_listen).await.map_err(|e| {
         StartError::Io(format!(
             "cannot listen on {admin_listen} (admin_listen): {e}"
         ))
     })?;
-    let addr = listener
+    let addr = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
     let admin_addr = admin
@@ -146,7 +164,62 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (kill_tx, kill_rx) = watch::channel(false);
     let (stop_bg_tx, stop_bg_rx) = watch::channel(false);
 
-    let accept = tokio::spawn(accept_loop(listener, proxy, stop_accept_rx, kill_rx));
+    let connections = Arc::new(Semaphore::new(
+        state.snapshot().config.limits.max_connections,
+    ));
+    let running = Arc::new(AtomicUsize::new(0));
+    let mut drained = Vec::with_capacity(workers);
+    let mut exited = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (drained_tx, drained_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        drained.push(drained_rx);
+        exited.push(exited_rx);
+        let worker = Worker {
+            listener,
+            proxy: proxy.clone(),
+            connections: connections.clone(),
+            stop_accept: stop_accept_rx.clone(),
+            kill: kill_rx.clone(),
+            exit: stop_bg_rx.clone(),
+            drained: drained_tx,
+        };
+        running.fetch_add(1, Ordering::Relaxed);
+        let running = WorkerRunning(running.clone());
+        match settings.mode {
+            RuntimeMode::Shared => {
+                tokio::spawn(async move {
+                    worker.run().await;
+                    drop(running);
+                    let _ = exited_tx.send(());
+                });
+            }
+            RuntimeMode::PerCore => {
+                let thread = std::thread::Builder::new()
+                    .name(format!("fleetgate-worker-{index}"))
+                    .spawn(move || {
+                        crate::upstream::client::enter_worker(index);
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => {
+                                rt.block_on(worker.run());
+                                // Dropping the runtime ends what is left on it (idle
+                                // upstream connections) before the thread says so.
+                                drop(rt);
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
+                        }
+                        drop(running);
+                        let _ = exited_tx.send(());
+                    });
+                if let Err(e) = thread {
+                    return Err(StartError::Io(format!("cannot start a worker thread: {e}")));
+                }
+            }
+        }
+    }
     let admin_task = tokio::spawn(crate::admin::serve(
         admin,
         state.clone(),
@@ -162,7 +235,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let life = state.clone();
     let done = tokio::spawn(async move {
-        // Wait for the trigger (or for every handle to be gone).
         while !*trigger_rx.borrow_and_update() {
             if trigger_rx.changed().await.is_err() {
                 break;
@@ -176,10 +248,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         );
         tokio::time::sleep(t.drain_delay).await;
         let _ = stop_accept_tx.send(true);
-        let graceful = accept.await.ok();
         let finished = tokio::time::timeout(t.shutdown, async {
-            if let Some(g) = graceful {
-                g.shutdown().await;
+            for worker in drained {
+                let _ = worker.await;
             }
             while life.runtime.client.open_tunnels() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -195,6 +266,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         let _ = stop_bg_tx.send(true);
         let _ = admin_task.await;
+        for worker in exited {
+            let _ = worker.await;
+        }
         tracing::info!("shutdown complete");
     });
 
@@ -205,10 +279,92 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         reloader,
         shutdown: ShutdownHandle(Arc::new(trigger_tx)),
         done,
+        workers: running,
     })
 }
 
-/// Reload on every SIGHUP until `stop` fires.
+/// Bind the data listener: one socket, or `count` sockets on the same address with
+/// `SO_REUSEPORT` (the first decides the port when `listen` asks for port 0).
+fn bind_data_listeners(
+    listen: SocketAddr,
+    count: usize,
+    reuse_port: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let addr = match listeners.first() {
+            Some(first) => first.local_addr()?,
+            None => listen,
+        };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        listeners.push(socket.listen(LISTEN_BACKLOG)?.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// Counts a worker as running until dropped.
+struct WorkerRunning(Arc<AtomicUsize>);
+
+impl Drop for WorkerRunning {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The accept backlog of the data listener (tokio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// What serves one data listener: its accept loop, then the graceful end of its
+/// connections. It runs on its own thread's runtime (`per-core`) or as a task (`shared`).
+struct Worker {
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    /// `limits.max_connections`, shared by every worker.
+    connections: Arc<Semaphore>,
+    stop_accept: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
+    /// The end of the server's life: the worker's runtime may stop.
+    exit: watch::Receiver<bool>,
+    /// Sent when this worker's connections have all finished.
+    drained: oneshot::Sender<()>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let Worker {
+            listener,
+            proxy,
+            connections,
+            stop_accept,
+            mut kill,
+            mut exit,
+            drained,
+        } = self;
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                let graceful =
+                    accept_loop(listener, proxy, connections, stop_accept, kill.clone()).await;
+                tokio::select! {
+                    _ = graceful.shutdown() => {}
+                    _ = kill.wait_for(|k| *k) => {}
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serve the data listener"),
+        }
+        let _ = drained.send(());
+        let _ = exit.wait_for(|e| *e).await;
+    }
+}
+
 async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -273,21 +429,14 @@ impl ConnSettings {
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let state = proxy.state().clone();
-    // `limits.max_connections` needs a restart, so the semaphore is sized once.
-    let limit = Arc::new(Semaphore::new(
-        state.snapshot().config.limits.max_connections,
-    ));
     let mut settings = ConnSettings::of(&state.snapshot());
     let graceful = GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = stop.changed() => break,
-        };
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -299,6 +448,17 @@ async fn accept_loop(
                 }
             },
             _ = stop.changed() => break,
+        };
+        // At `max_connections`, the connection just accepted waits here, unserved, for a
+        // slot. A slot is taken only for a connection in hand: per-core workers share
+        // the limit, and a worker holding a slot while it waits in `accept` would strand
+        // a connection queued on another worker's socket.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = stop.changed() => break,
+            },
         };
         let _ = tcp.set_nodelay(true);
         // A new connection gets the live snapshot's TLS certificate and limits; open

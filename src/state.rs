@@ -396,9 +396,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(metrics: Arc<Metrics>, connect_timeout: Duration) -> Runtime {
+    /// `workers`: the data listener's worker threads (one upstream pool each).
+    pub fn new(metrics: Arc<Metrics>, connect_timeout: Duration, workers: usize) -> Runtime {
         Runtime {
-            client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone())),
+            client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone(), workers)),
             bulkheads: Arc::new(Bulkheads::default()),
             super_read_only: AtomicBool::new(false),
             skew: SkewTracker::default(),
@@ -601,7 +602,7 @@ why = "b"
 
     #[test]
     fn the_reload_ring_keeps_the_last_attempts_newest_first() {
-        let rt = Runtime::new(Arc::new(Metrics::new()), Duration::from_secs(1));
+        let rt = Runtime::new(Arc::new(Metrics::new()), Duration::from_secs(1), 1);
         for serial in 0..(RELOAD_HISTORY as u64 + 3) {
             rt.record_reload(ReloadAttempt {
                 at: SystemTime::now(),

@@ -99,8 +99,13 @@ async fn a_slow_head_is_cut_off_after_header_read() {
 
 #[tokio::test]
 async fn max_connections_bounds_the_connections_served() {
+    // Four per-core workers share the one slot: whichever socket the kernel queues the
+    // second connection on, it is served once the first is gone.
     let setup = Setup::role(Role::Serve)
-        .config(|c| c.limits.max_connections = 1)
+        .config(|c| {
+            c.limits.max_connections = 1;
+            c.runtime.workers = 4;
+        })
         .start()
         .await;
     let request = b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n";
@@ -121,6 +126,68 @@ async fn max_connections_bounds_the_connections_served() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     setup.shutdown().await;
+}
+
+/// `connections` keep-alive clients each make `rounds` requests at once; all are answered.
+async fn many_connections_are_served(setup: &Setup, connections: usize, rounds: usize) {
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let url = setup.url(&format!("/threads/c{i}"));
+            tokio::spawn(async move {
+                use http_body_util::BodyExt;
+                let c = client();
+                for _ in 0..rounds {
+                    let req = http::Request::get(&url)
+                        .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+                        .unwrap();
+                    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(req))
+                        .await
+                        .expect("an answer within 20 s")
+                        .expect("an answer");
+                    assert_eq!(resp.status(), 200);
+                    resp.into_body().collect().await.expect("the body");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(setup.fleet.seen().len(), connections * rounds);
+}
+
+#[tokio::test]
+async fn per_core_workers_share_the_port_and_end_with_the_server() {
+    use fleetgate::config::RuntimeMode;
+    use std::sync::atomic::Ordering;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| {
+            c.runtime.mode = RuntimeMode::PerCore;
+            c.runtime.workers = 3;
+        })
+        .start()
+        .await;
+    let running = setup.srv.running_workers();
+    assert_eq!(running.load(Ordering::Relaxed), 3);
+    many_connections_are_served(&setup, 24, 5).await;
+    setup.shutdown().await;
+    // Every worker thread has stopped its runtime (and with it the connections on it).
+    assert_eq!(running.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_shared_runtime_serves_on_the_callers_runtime() {
+    use fleetgate::config::RuntimeMode;
+    use std::sync::atomic::Ordering;
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.runtime.mode = RuntimeMode::Shared)
+        .start()
+        .await;
+    let running = setup.srv.running_workers();
+    assert_eq!(running.load(Ordering::Relaxed), 1);
+    many_connections_are_served(&setup, 24, 5).await;
+    setup.shutdown().await;
+    assert_eq!(running.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]

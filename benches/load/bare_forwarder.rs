@@ -19,7 +19,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 type Body = Either<Incoming, Full<Bytes>>;
 
@@ -70,15 +69,54 @@ fn status(code: StatusCode) -> Response<Body> {
     resp
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
         eprintln!("usage: bare_forwarder LISTEN UPSTREAM   (e.g. 127.0.0.1:8081 127.0.0.1:8080)");
         std::process::exit(2);
     };
     let authority: &'static str = Box::leak(upstream.into_boxed_str());
-    let listener = TcpListener::bind(&listen).await?;
+    let listen: std::net::SocketAddr = listen.parse()?;
+    // BARE_PER_CORE=N: N threads, each with a current-thread runtime, its own
+    // SO_REUSEPORT listener and its own client pool, instead of one multi-thread runtime.
+    let per_core: usize = std::env::var("BARE_PER_CORE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if per_core == 0 {
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(listen, authority, false));
+    }
+    let threads: Vec<_> = (0..per_core)
+        .map(|_| {
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(serve(listen, authority, true))
+                    .expect("serve")
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+async fn serve(
+    listen: std::net::SocketAddr,
+    authority: &'static str,
+    reuseport: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(reuseport)?;
+    socket.bind(listen)?;
+    let listener = socket.listen(1024)?;
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::MAX)
         .build_http::<Incoming>();

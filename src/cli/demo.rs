@@ -3,12 +3,12 @@
 
 use super::exit;
 use super::run::{on_runtime, termination_signal};
-use crate::config::LogFormat;
+use crate::config::{Config, LogFormat};
 use crate::demo::{routes_dir, start};
 
 /// Returns the process exit code.
 pub fn demo() -> i32 {
-    on_runtime(LogFormat::Human, "info", async {
+    on_runtime(LogFormat::Human, "info", Config::default().runtime, async {
         let routes = routes_dir();
         let demo = match start(&routes).await {
             Ok(d) => d,

@@ -19,7 +19,7 @@ pub fn serve(config: Option<&Path>) -> i32 {
         }
     };
     let (format, level) = (config.log_format, config.log_level.clone());
-    on_runtime(format, &level, async move {
+    on_runtime(format, &level, config.runtime, async move {
         let role = config.role;
         let node = config.node_id.clone();
         let server = match crate::server::start(config).await {

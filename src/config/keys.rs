@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    valid_node_id, Config, ConfigError, LogFormat, Role, SkewPolicy, TlsFiles, UnlistedWrites,
+    valid_node_id, Config, ConfigError, LogFormat, Role, RuntimeMode, SkewPolicy, TlsFiles, UnlistedWrites,
     UpstreamUrl,
 };
 
@@ -288,6 +288,18 @@ pub(super) const KEYS: &[Key] = &[
         env: &["FLEETGATE_RELOAD_WATCH_INTERVAL"],
         set: |d, r| put(&mut d.config.reload.watch_interval, millis(r, 100)),
         get: |c| ms(c.reload.watch_interval),
+    },
+    Key {
+        name: "runtime.mode",
+        env: &["FLEETGATE_RUNTIME_MODE"],
+        set: |d, r| put(&mut d.config.runtime.mode, runtime_mode(r)),
+        get: |c| text(c.runtime.mode.as_str()),
+    },
+    Key {
+        name: "runtime.workers",
+        env: &["FLEETGATE_RUNTIME_WORKERS"],
+        set: |d, r| put(&mut d.config.runtime.workers, size(r, 0, 1024, "")),
+        get: |c| int(c.runtime.workers),
     },
     Key {
         name: "admin.token_file",
@@ -635,6 +647,14 @@ fn log_format(raw: Raw<'_>) -> Result<LogFormat, String> {
         "human" => Ok(LogFormat::Human),
         "json" => Ok(LogFormat::Json),
         other => Err(format!("expected human or json, got {other:?}")),
+    }
+}
+
+fn runtime_mode(raw: Raw<'_>) -> Result<RuntimeMode, String> {
+    match string(raw, "per-core or shared")?.as_str() {
+        "per-core" => Ok(RuntimeMode::PerCore),
+        "shared" => Ok(RuntimeMode::Shared),
+        other => Err(format!("expected per-core or shared, got {other:?}")),
     }
 }
 

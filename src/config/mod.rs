@@ -81,6 +81,46 @@ impl LogFormat {
     }
 }
 
+/// `runtime.mode`: how the data listener's connections are spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeMode {
+    /// One single-threaded runtime per worker thread, each with its own listening socket
+    /// on the same address (`SO_REUSEPORT`, the kernel spreads new connections) and its
+    /// own upstream keep-alive pool: a connection and its upstream connections stay on
+    /// one thread.
+    PerCore,
+    /// One multi-threaded, work-stealing runtime for every connection.
+    Shared,
+}
+
+impl RuntimeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeMode::PerCore => "per-core",
+            RuntimeMode::Shared => "shared",
+        }
+    }
+}
+
+/// `[runtime]`: the threads that serve the data listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    pub mode: RuntimeMode,
+    /// Worker threads; 0 means one per CPU available to the process (cgroup quotas
+    /// included).
+    pub workers: usize,
+}
+
+impl RuntimeSettings {
+    /// The number of worker threads to start (`workers`, or the CPUs when 0).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 /// One upstream as configured: `http://host[:port]` or `https://host[:port]`. A host that
 /// is not an IP literal is resolved with the system resolver and re-resolved every
 /// `upstreams.dns_refresh`; over `https` its certificate is checked against that name
@@ -355,6 +395,7 @@ pub struct Config {
     pub limits: Limits,
     pub tls: Option<TlsFiles>,
     pub reload: Reload,
+    pub runtime: RuntimeSettings,
     pub admin: Admin,
     pub admission: Admission,
     pub guard: Guard,
@@ -435,6 +476,10 @@ impl Default for Config {
             reload: Reload {
                 watch: false,
                 watch_interval: Duration::from_millis(1000),
+            },
+            runtime: RuntimeSettings {
+                mode: RuntimeMode::PerCore,
+                workers: 0,
             },
             admin: Admin::default(),
             admission: Admission::default(),
@@ -584,6 +629,8 @@ impl Config {
             ("log_format", self.log_format != new.log_format),
             ("log_level", self.log_level != new.log_level),
             ("reload.watch", self.reload.watch != new.reload.watch),
+            ("runtime.mode", self.runtime.mode != new.runtime.mode),
+            ("runtime.workers", self.runtime.workers != new.runtime.workers),
         ];
         changed
             .into_iter()

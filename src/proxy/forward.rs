@@ -167,6 +167,7 @@ mod tests {
         Forward::new(Arc::new(UpstreamClient::new(
             Config::default().timeouts.connect,
             metrics,
+            1,
         )))
     }
 

@@ -14,6 +14,11 @@
 //! is almost always a certificate or configuration mismatch that a TCP probe cannot see
 //! end, and every endpoint would share it).
 //!
+//! Worker threads (`runtime.mode = "per-core"`): each has a plain keep-alive pool of its
+//! own ([`enter_worker`]), so an upstream connection is driven on the thread whose
+//! requests use it, and a request never waits for another thread to write it. The
+//! `https` clients are shared by every thread.
+//!
 //! It owns the exchange with one endpoint: pick it from a [`Pool`], connect (within the
 //! connect timeout, which a reload may change: the connector reads it on every connect),
 //! send, wait for the response head (within the first-byte timeout of the request's
@@ -83,9 +88,21 @@ impl UpstreamError {
 /// [`UpstreamError::Unreachable`] to the data path).
 pub const TLS_KIND: &str = "tls";
 
+std::thread_local! {
+    /// The worker thread this is ([`enter_worker`]); 0 on any other thread.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark the calling thread as worker `index` of a per-core server: its requests use
+/// plain keep-alive pool `index` (modulo the pools there are).
+pub fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// The shared client (see the module docs).
 pub struct UpstreamClient {
-    client: Client<Connector, RequestBody>,
+    /// The plain keep-alive pools, one per worker thread.
+    clients: Box<[Client<Connector, RequestBody>]>,
     /// The plain connector, which TLS clients wrap.
     connector: Connector,
     connect_timeout_ms: Arc<AtomicU64>,
@@ -95,7 +112,9 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration, metrics: Arc<Metrics>) -> UpstreamClient {
+    /// `workers`: how many plain keep-alive pools to keep (one per worker thread; at
+    /// least one).
+    pub fn new(connect_timeout: Duration, metrics: Arc<Metrics>, workers: usize) -> UpstreamClient {
         let connect_timeout_ms = Arc::new(AtomicU64::new(connect_timeout.as_millis() as u64));
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -106,7 +125,9 @@ impl UpstreamClient {
             tls: None,
         };
         UpstreamClient {
-            client: build_client(connector.clone()),
+            clients: (0..workers.max(1))
+                .map(|_| build_client(connector.clone()))
+                .collect(),
             connector,
             connect_timeout_ms,
             metrics,
@@ -120,11 +141,11 @@ impl UpstreamClient {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The keep-alive client for `pool`'s endpoints: the shared plain one, or its TLS
+    /// The keep-alive client for `pool`'s endpoints: this worker's plain one, or the TLS
     /// target's (built on first use).
     fn client_for<'p>(&'p self, pool: &'p Pool) -> &'p Client<Connector, RequestBody> {
         match &pool.tls {
-            None => &self.client,
+            None => &self.clients[WORKER.with(|w| w.get()) % self.clients.len()],
             Some(target) => target.client.get_or_init(|| {
                 build_client(Connector {
                     tls: Some(TlsConnect {
