@@ -399,7 +399,11 @@ impl Runtime {
     /// `workers`: the data listener's worker threads (one upstream pool each).
     pub fn new(metrics: Arc<Metrics>, connect_timeout: Duration, workers: usize) -> Runtime {
         Runtime {
-            client: Arc::new(UpstreamClient::new(connect_timeout, metrics.clone(), workers)),
+            client: Arc::new(UpstreamClient::new(
+                connect_timeout,
+                metrics.clone(),
+                workers,
+            )),
             bulkheads: Arc::new(Bulkheads::default()),
             super_read_only: AtomicBool::new(false),
             skew: SkewTracker::default(),

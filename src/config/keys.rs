@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    valid_node_id, Config, ConfigError, LogFormat, Role, RuntimeMode, SkewPolicy, TlsFiles, UnlistedWrites,
-    UpstreamUrl,
+    valid_node_id, Config, ConfigError, LogFormat, Role, RuntimeMode, SkewPolicy, TlsFiles,
+    UnlistedWrites, UpstreamUrl,
 };
 
 /// A value as found, not yet typed.

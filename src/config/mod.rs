@@ -630,7 +630,10 @@ impl Config {
             ("log_level", self.log_level != new.log_level),
             ("reload.watch", self.reload.watch != new.reload.watch),
             ("runtime.mode", self.runtime.mode != new.runtime.mode),
-            ("runtime.workers", self.runtime.workers != new.runtime.workers),
+            (
+                "runtime.workers",
+                self.runtime.workers != new.runtime.workers,
+            ),
         ];
         changed
             .into_iter()
