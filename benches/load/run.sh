@@ -7,8 +7,9 @@
 #   benches/load/run.sh --smoke    CI-sized: fleetgate only, in front of tiny_upstream, curl
 #
 # Environment: LOAD_SECS (length of one throughput run), LOAD_REPS (repetitions),
-# LOAD_IDLE_CONNS (workload 4, default 10000), LOAD_PORT_BASE (default 19100; ten ports
-# from it are used), LOAD_KEEP=1 keeps the scratch directory (configs, logs).
+# LOAD_IDLE_CONNS (workload 4, default 10000), LOAD_STREAM_MIB (workload 5's transfer
+# size, default 1024), LOAD_PORT_BASE (default 19100; fourteen ports from it are used,
+# BASE to BASE+13), LOAD_KEEP=1 keeps the scratch directory (configs, logs).
 #
 # It installs nothing. Missing tools are named with their Debian package, and the paths
 # or workloads that need them are skipped with a note.
@@ -22,7 +23,7 @@ for arg in "$@"; do
         --quick) MODE=quick ;;
         --smoke) MODE=smoke ;;
         -h | --help)
-            sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -50,8 +51,21 @@ P_NGX=$((BASE + 5))   # nginx proxy
 P_HAP=$((BASE + 6))   # HAProxy
 P_BARE=$((BASE + 7))  # bare hyper forwarder
 P_NGX_H2=$((BASE + 8)) # nginx proxy, h2c (prior knowledge) listener
+P_SINK=$((BASE + 9))   # tiny_upstream: the upstream of workload 5's uploads
+P_FG_TLS=$((BASE + 10)) # fleetgate with [tls] (workload 6)
+P_FG_TLS_ADMIN=$((BASE + 11))
+P_NGX_TLS=$((BASE + 12)) # nginx proxy, listen ... ssl (workload 6)
+P_HAP_TLS=$((BASE + 13)) # HAProxy, bind ... ssl (workload 6)
 # A fleet-ok GET of the shipped manifest (routes/40-fleet.toml).
 TARGET_PATH=/api/acme/threads
+# Workload 5. The download: a GET under /api/{ws}/threads/{*rest}, fleet-ok. The upload:
+# a POST to /api/{ws}/threads, fleet-ok with writes = "fleet", so role serve's guard lets
+# the write go to the fleet (a write on a rule without it would be sent to the ide).
+STREAM_PATH=/api/acme/threads/stream
+UPLOAD_PATH=/api/acme/threads
+STREAM_MIB=${LOAD_STREAM_MIB:-1024}
+[[ $STREAM_MIB =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: LOAD_STREAM_MIB must be a whole number of MiB" >&2; exit 2; }
+STREAM_BYTES=$((STREAM_MIB * 1048576))
 HZ=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
@@ -129,9 +143,21 @@ build() {
 
 # fleetgate's configuration: role serve, the shipped routes/, one fleet upstream,
 # admission on but never shedding, the guard at its defaults. Its log (stderr) goes to
-# a file in the scratch directory.
+# a file in the scratch directory. UPSTREAM is the upstream's port (default: the nginx
+# upstream). OPTS, for workloads 5 and 6, whose processes are started afresh many times:
+# "restart" (no drain_delay at SIGTERM: nothing is behind a load balancer here) and
+# "tls" (the [tls] section with the harness's certificate).
 fleetgate_config() {
-    local file=$1 listen=$2 admin=$3 access_log=$4
+    local file=$1 listen=$2 admin=$3 access_log=$4 upstream=${5:-$P_UP} opts=${6:-}
+    local drain="" tls=""
+    if [[ $opts == *restart* ]]; then
+        drain="drain_delay = 0"
+    fi
+    if [[ $opts == *tls* ]]; then
+        tls="[tls]
+cert = \"$WORK/tls/cert.pem\"
+key = \"$WORK/tls/key.pem\""
+    fi
     cat >"$file" <<EOF
 node_id = "load"
 role = "serve"
@@ -144,20 +170,22 @@ log_format = "json"
 access_log = $access_log
 
 [upstreams]
-fleet = ["http://127.0.0.1:$P_UP"]
+fleet = ["http://127.0.0.1:$upstream"]
 
 [timeouts]
 # The client keep-alive idle timeout, like nginx's keepalive_timeout below.
 header_read = 120000
+$drain
 
 [admission]
 max_inflight = 100000
+$tls
 EOF
 }
 
 start_fleetgate() {
-    local name=$1 listen=$2 admin=$3 access_log=$4
-    fleetgate_config "$WORK/$name.toml" "$listen" "$admin" "$access_log"
+    local name=$1 listen=$2 admin=$3 access_log=$4 upstream=${5:-$P_UP} opts=${6:-}
+    fleetgate_config "$WORK/$name.toml" "$listen" "$admin" "$access_log" "$upstream" "$opts"
     start "$name" env TOKIO_WORKER_THREADS=2 "$FLEETGATE" serve --config "$WORK/$name.toml"
     wait_port "$listen" "$name"
 }
@@ -209,23 +237,27 @@ fi
 missing_pkgs=()
 have nginx || missing_pkgs+=(nginx)
 have wrk || missing_pkgs+=(wrk)
+have curl || missing_pkgs+=(curl)
 have haproxy || missing_pkgs+=(haproxy)
 have python3 || missing_pkgs+=(python3)
+have openssl || missing_pkgs+=(openssl)
 if ((${#missing_pkgs[@]})); then
-    note "missing: ${missing_pkgs[*]} (install: apt-get install -y nginx haproxy wrk nghttp2-client linux-perf python3)"
+    note "missing: ${missing_pkgs[*]} (install: apt-get install -y nginx haproxy wrk curl openssl nghttp2-client linux-perf python3)"
 fi
 have nginx || die "nginx is the upstream of every path; install the Debian package nginx"
 have wrk || die "wrk drives workload 1; install the Debian package wrk"
+have curl || die "curl checks every path and drives workload 5; install the Debian package curl"
 have haproxy || note "skipping the HAProxy path (Debian package haproxy)"
 have python3 || note "skipping workload 4, idle connections (Debian package python3)"
 OHA=$(command -v oha || true)
 [[ -z $OHA && -x ${CARGO_HOME:-$HOME/.cargo}/bin/oha ]] && OHA=${CARGO_HOME:-$HOME/.cargo}/bin/oha
 [[ -n $OHA ]] || note "skipping workload 2, latency at a fixed rate (oha: cargo install oha; wrk2 is not in Debian)"
 have h2load || note "skipping workload 3, h2c (h2load: Debian package nghttp2-client)"
-note "not built yet, skipped: workload 5 (1 GiB streams), 6 (TLS handshakes)"
+have openssl || note "skipping workload 6, TLS (openssl: Debian package openssl)"
 
-build bare_forwarder
+build bare_forwarder tiny_upstream
 [[ -x $BARE ]] || die "$BARE is missing: cargo build --release --example bare_forwarder"
+[[ -x $TINY ]] || die "$TINY is missing: cargo build --release --example tiny_upstream"
 
 # Idle connections need file descriptors: 10,000 in the client, as many again in each proxy.
 hard=$(ulimit -Hn)
@@ -264,6 +296,9 @@ EOF
 }
 
 BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x')
+# Workload 5's payload: a sparse file (no disk written), the download's file and the
+# upload's body.
+truncate -s "$STREAM_BYTES" "$WORK/stream.bin"
 {
     echo "worker_processes 1;"
     nginx_common upstream
@@ -274,37 +309,58 @@ BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x')
     server {
         listen 127.0.0.1:$P_UP reuseport;
         location / { return 200 "$BODY_1K"; }
+        # Workload 5's download, from the page cache with sendfile(2).
+        location = $STREAM_PATH {
+            sendfile on;
+            alias $WORK/stream.bin;
+            default_type application/octet-stream;
+        }
     }
 }
 EOF
 } >"$WORK/upstream.conf"
 
-{
+# nginx as the proxy: NAME (pid, logs and temp paths), the upstream's port, and the first
+# lines of its server block (where it listens; for TLS, the ssl_ settings too).
+nginx_proxy_config() {
+    local name=$1 upstream=$2 listen=$3
     echo "worker_processes 2;"
-    nginx_common nginx
+    nginx_common "$name"
     echo "http {"
-    nginx_http_common nginx
+    nginx_http_common "$name"
     cat <<EOF
     upstream fleet {
-        server 127.0.0.1:$P_UP;
+        server 127.0.0.1:$upstream;
         keepalive 64;
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:$P_NGX;
-        # nginx 1.22 serves h2c (prior knowledge) only on a listener of its own.
-        listen 127.0.0.1:$P_NGX_H2 http2;
+$listen
         location / {
             proxy_pass http://fleet;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # Bodies stream both ways and never touch the disk (workload 5; no effect on
+            # the bodiless 1 KiB requests of the others): no body size limit, the
+            # request body is not spooled before it is sent on, and the response is
+            # buffered in memory only (proxy_buffers) instead of in a temporary file.
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_max_temp_file_size 0;
         }
     }
 }
 EOF
-} >"$WORK/nginx.conf"
+}
+nginx_proxy_config nginx "$P_UP" "        listen 127.0.0.1:$P_NGX;
+        # nginx 1.22 serves h2c (prior knowledge) only on a listener of its own.
+        listen 127.0.0.1:$P_NGX_H2 http2;" >"$WORK/nginx.conf"
 
-cat >"$WORK/haproxy.cfg" <<EOF
+# HAProxy: the upstream's port and the frontend's bind line. It streams bodies as they
+# come (no option http-buffer-request) and has no body size limit.
+haproxy_config() {
+    local upstream=$1 bind=$2
+    cat <<EOF
 global
     nbthread 2
     # Room for the idle connections of workload 4. HAProxy wants 2 descriptors per
@@ -321,11 +377,13 @@ defaults
     timeout server 60s
     timeout http-keep-alive 120s
 frontend fe
-    bind 127.0.0.1:$P_HAP
+    bind $bind
     default_backend fleet
 backend fleet
-    server up 127.0.0.1:$P_UP
+    server up 127.0.0.1:$upstream
 EOF
+}
+haproxy_config "$P_UP" "127.0.0.1:$P_HAP" >"$WORK/haproxy.cfg"
 
 # ---------------------------------------------------------------------------------------
 # The processes. PROC_PIDS[path] lists the pids whose CPU and memory count for the path.
@@ -392,11 +450,12 @@ start_all() {
     fi
 }
 
+SINK_PID=""
 stop_all() {
-    # Everything but the upstream, which stays for the whole run.
+    # Everything but the upstreams, which stay for the whole run.
     local keep=() pid
     for pid in "${PIDS[@]}"; do
-        if [[ $pid == "$UPSTREAM_PID" ]]; then
+        if [[ $pid == "$UPSTREAM_PID" || $pid == "$SINK_PID" ]]; then
             keep+=("$pid")
             continue
         fi
@@ -418,11 +477,12 @@ cpu_ticks() {
     echo "$total"
 }
 
-# VmRSS of the pids, summed, in KiB.
+# VmRSS (or, with FIELD=VmHWM, the peak RSS since the process started) of the pids,
+# summed, in KiB.
 rss_kib() {
-    local total=0 pid v
+    local total=0 pid v field=${FIELD:-VmRSS}
     for pid in "$@"; do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
         total=$((total + ${v:-0}))
     done
     echo "$total"
@@ -572,6 +632,294 @@ if have h2load; then
 fi
 
 # ---------------------------------------------------------------------------------------
+# Workloads 5 and 6 start each proxy afresh, one at a time. start_one P UPSTREAM [tls]
+# starts path P (not direct) in front of 127.0.0.1:UPSTREAM, on its usual port (PORT[P])
+# or, with tls, on its TLS port (PORT_TLS[P]), and sets PROC_PIDS[P]; check_one P URL checks that
+# it answers 200 on TARGET_PATH (fleetgate: forwarded to the fleet).
+
+declare -A PORT_TLS
+TLS_SUITE=TLS_AES_256_GCM_SHA384
+start_one() {
+    local p=$1 upstream=$2 tls=${3:-} name port master
+    case $p in
+        fleetgate)
+            if [[ -n $tls ]]; then
+                start_fleetgate fleetgate_tls "$P_FG_TLS" "$P_FG_TLS_ADMIN" false "$upstream" restart,tls
+                PORT_TLS[$p]=$P_FG_TLS
+            else
+                start_fleetgate fleetgate_fresh "$P_FG" "$P_FG_ADMIN" false "$upstream" restart
+                PORT[$p]=$P_FG
+            fi
+            PROC_PIDS[$p]=$LAST_PID
+            ;;
+        nginx)
+            if [[ -n $tls ]]; then
+                name=nginx_tls port=$P_NGX_TLS
+                PORT_TLS[$p]=$port
+                nginx_proxy_config "$name" "$upstream" "        listen 127.0.0.1:$port ssl;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_conf_command Ciphersuites $TLS_SUITE;" >"$WORK/$name.conf"
+            else
+                name=nginx_fresh port=$P_NGX
+                PORT[$p]=$port
+                nginx_proxy_config "$name" "$upstream" "        listen 127.0.0.1:$port;" >"$WORK/$name.conf"
+            fi
+            start "$name" nginx -p "$WORK" -c "$WORK/$name.conf" -g 'daemon off;'
+            master=$LAST_PID
+            wait_port "$port" "$name"
+            # The master listens before it has forked both workers.
+            for _ in $(seq 50); do
+                (($(pgrep -c -P "$master") >= 2)) && break
+                sleep 0.1
+            done
+            PROC_PIDS[$p]="$master $(children "$master")"
+            ;;
+        haproxy)
+            if [[ -n $tls ]]; then
+                name=haproxy_tls port=$P_HAP_TLS
+                PORT_TLS[$p]=$port
+                haproxy_config "$upstream" "127.0.0.1:$port ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3 ciphersuites $TLS_SUITE curves X25519" >"$WORK/$name.cfg"
+            else
+                name=haproxy_fresh port=$P_HAP
+                PORT[$p]=$port
+                haproxy_config "$upstream" "127.0.0.1:$port" >"$WORK/$name.cfg"
+            fi
+            start "$name" haproxy -db -f "$WORK/$name.cfg"
+            PROC_PIDS[$p]=$LAST_PID
+            wait_port "$port" "$name"
+            ;;
+        bare)
+            start bare_fresh env TOKIO_WORKER_THREADS=2 "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$upstream"
+            PORT[$p]=$P_BARE
+            PROC_PIDS[$p]=$LAST_PID
+            wait_port "$P_BARE" bare_fresh
+            ;;
+    esac
+}
+
+check_one() {
+    local p=$1 url=$2 head
+    head=$(curl -sk -o /dev/null -D - --max-time 5 "$url$TARGET_PATH" | tr -d '\r') || true
+    [[ $head == "HTTP/"*" 200"* ]] || die "path $p does not answer 200 on $url$TARGET_PATH (logs in $WORK)"
+    if [[ $p == fleetgate ]] && ! grep -qi '^x-fleetgate-target: fleet$' <<<"$head"; then
+        die "fleetgate did not forward $url$TARGET_PATH to the fleet"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# Workload 5: one LOAD_STREAM_MIB MiB (default 1 GiB) download and one upload of as many
+# bytes through each path, curl, interleaved, medians. Every transfer gets freshly started
+# proxy processes, so VmHWM (the peak RSS since the process started) is the peak of that
+# transfer. Downloads come from the nginx upstream (sendfile); uploads go to tiny_upstream
+# (the sink), which reads the body to its end and answers how many bytes it got.
+
+declare -A DN_MBS DN_CPU DN_RSS UP_MBS UP_CPU UP_RSS SERRS
+STREAM_PATHS=(direct fleetgate nginx)
+have haproxy && STREAM_PATHS+=(haproxy)
+STREAM_PATHS+=(bare)
+
+# One transfer through path P: DIR is down or up; REP names the raw output.
+stream_one() {
+    local p=$1 dir=$2 rep=$3 upstream=$P_UP
+    local out=$WORK/stream-$dir-$p-$rep url code size speed rss0 c0 c1 peak err=""
+    [[ $dir == up ]] && upstream=$P_SINK
+    if [[ $p == direct ]]; then
+        PORT[direct]=$upstream
+        if [[ $dir == down ]]; then
+            PROC_PIDS[direct]=$(children "$UPSTREAM_PID")
+        else
+            PROC_PIDS[direct]=$SINK_PID
+        fi
+    else
+        start_one "$p" "$upstream"
+        check_one "$p" "http://127.0.0.1:${PORT[$p]}"
+    fi
+    url=http://127.0.0.1:${PORT[$p]}
+    rss0=$(rss_kib ${PROC_PIDS[$p]})
+    c0=$(cpu_ticks ${PROC_PIDS[$p]})
+    if [[ $dir == down ]]; then
+        curl -sS --max-time 900 -o /dev/null -D "$out.head" \
+            -w '%{http_code} %{size_download} %{speed_download}\n' \
+            "$url$STREAM_PATH" >"$out.txt" 2>"$out.err" || true
+    else
+        # -T streams the file with a Content-Length (--data-binary @file would read it
+        # into memory first); "Expect:" drops curl's Expect: 100-continue, which would
+        # make it wait up to 1 s on a path that does not answer 100 itself.
+        curl -sS --max-time 900 -o "$out.body" -D "$out.head" -H 'Expect:' -X POST \
+            -T "$WORK/stream.bin" -w '%{http_code} %{size_upload} %{speed_upload}\n' \
+            "$url$UPLOAD_PATH" >"$out.txt" 2>"$out.err" || true
+    fi
+    c1=$(cpu_ticks ${PROC_PIDS[$p]})
+    peak=$(FIELD=VmHWM rss_kib ${PROC_PIDS[$p]})
+    read -r code size speed <"$out.txt" || true
+    if [[ ${code:-} != 200 ]]; then
+        err="status ${code:-none} ($(head -c 200 "$out.err"))"
+    elif [[ $size != "$STREAM_BYTES" ]]; then
+        err="$size bytes moved, not $STREAM_BYTES"
+    elif [[ $dir == up && $(cat "$out.body" 2>/dev/null) != "$STREAM_BYTES" ]]; then
+        err="the upstream received $(head -c 40 "$out.body") bytes, not $STREAM_BYTES"
+    elif [[ $p == fleetgate ]] && ! tr -d '\r' <"$out.head" | grep -qi '^x-fleetgate-target: fleet$'; then
+        err="not forwarded to the fleet"
+    fi
+    if [[ $p != direct ]]; then
+        stop_all
+    fi
+    if [[ -n $err ]]; then
+        SERRS[$p]=$((${SERRS[$p]:-0} + 1))
+        note "  rep $rep $dir $p: FAILED: $err (see $out.*)"
+        return 0
+    fi
+    local mbs cpu
+    mbs=$(awk -v s="$speed" 'BEGIN {printf "%.0f", s / 1e6}')
+    cpu=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v b="$STREAM_BYTES" 'BEGIN {printf "%.0f", t * 1e3 / hz / (b / 1073741824)}')
+    if [[ $dir == down ]]; then
+        DN_MBS[$p]+="$mbs " DN_CPU[$p]+="$cpu " DN_RSS[$p]+="$peak "
+    else
+        UP_MBS[$p]+="$mbs " UP_CPU[$p]+="$cpu " UP_RSS[$p]+="$peak "
+    fi
+    if [[ $p == direct ]]; then
+        note "  rep $rep $dir $p: $mbs MB/s, upstream CPU $cpu ms/GiB"
+    else
+        note "  rep $rep $dir $p: $mbs MB/s, CPU $cpu ms/GiB, RSS $((rss0 / 1024)) MiB before, peak $((peak / 1024)) MiB"
+    fi
+}
+
+stop_all
+start sink "$TINY" "127.0.0.1:$P_SINK"
+SINK_PID=$LAST_PID
+wait_port "$P_SINK" sink
+# One untimed download first: it brings the file into the page cache (a sparse file's
+# holes are read into it as zeroed pages), for the upstream's sendfile and curl's reads.
+curl -sf -o /dev/null --max-time 900 "http://127.0.0.1:$P_UP$STREAM_PATH" ||
+    die "the nginx upstream does not serve $STREAM_PATH"
+note "workload 5: one $STREAM_MIB MiB download and upload per path (curl, fresh processes), $REPS interleaved repetitions over: ${STREAM_PATHS[*]}"
+for rep in $(seq "$REPS"); do
+    for dir in down up; do
+        for p in "${STREAM_PATHS[@]}"; do
+            stream_one "$p" "$dir" "$rep"
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------------------
+# Workload 6: TLS, fleetgate, nginx and HAProxy on fresh processes with one self-signed
+# ECDSA P-256 certificate, TLS 1.3, TLS_AES_256_GCM_SHA384, X25519 (nginx and HAProxy
+# are held to these; fleetgate follows the client's preference, which is these). (a) Full
+# handshakes: TLS_CLIENTS openssl s_time -new at once (a new session on every connection,
+# never resumed), each connection one GET of TARGET_PATH (HTTP/1.0, closed after the
+# answer). (b) wrk -t1 -c64 over https, keep-alive, as workload 1. Interleaved, medians.
+
+TLS_CLIENTS=4
+declare -A HS_RATE HS_CPU TRPS TCPU TERRS
+TLS_PATHS=()
+TLS_PARAMS=""
+if have openssl; then
+    stop_all
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" >"$WORK/tls/openssl.log" 2>&1 ||
+        die "openssl could not make a certificate (see $WORK/tls/openssl.log)"
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/combined.pem"
+    TLS_PATHS=(fleetgate nginx)
+    have haproxy && TLS_PATHS+=(haproxy)
+    for p in "${TLS_PATHS[@]}"; do
+        start_one "$p" "$P_UP" tls
+        check_one "$p" "https://127.0.0.1:${PORT_TLS[$p]}"
+        # What was negotiated, as openssl s_client -brief reports it.
+        params=$(openssl s_client -connect "127.0.0.1:${PORT_TLS[$p]}" -brief </dev/null 2>&1 | tr -d '\r' | awk -F': ' '
+            $1 == "Protocol version" {v = $2} $1 == "Ciphersuite" {c = $2}
+            $1 ~ /Temp Key$/ {split($2, k, ","); g = k[1]} $1 == "Signature type" {s = $2}
+            END {print v, c, g, s}')
+        note "workload 6: $p negotiates $params"
+        if [[ -z $TLS_PARAMS ]]; then
+            TLS_PARAMS=$params
+        elif [[ $params != "$TLS_PARAMS" ]]; then
+            note "  (not the same as the first path's: $TLS_PARAMS)"
+            TLS_PARAMS="$TLS_PARAMS (not on every path: see the notes)"
+        fi
+    done
+
+    # (a) Handshakes. s_time's own totals are in whole seconds: the rate is the
+    # connections over the wall-clock time of the run.
+    hs_run() {
+        local p=$1 secs=$2 out=$3 i pid pids=() t0 t1 c0 c1 n=0 bad=0 conns bytes
+        c0=$(cpu_ticks ${PROC_PIDS[$p]})
+        t0=$(date +%s.%N)
+        for i in $(seq "$TLS_CLIENTS"); do
+            openssl s_time -connect "127.0.0.1:${PORT_TLS[$p]}" -new -time "$secs" \
+                -ciphersuites "$TLS_SUITE" -www "$TARGET_PATH" >"$out-$i.txt" 2>&1 &
+            pids+=("$!")
+            PIDS+=("$!")
+        done
+        for pid in "${pids[@]}"; do
+            wait "$pid" || bad=$((bad + 1))
+        done
+        t1=$(date +%s.%N)
+        c1=$(cpu_ticks ${PROC_PIDS[$p]})
+        for i in $(seq "$TLS_CLIENTS"); do
+            # "1062 connections in 3 real seconds, 1235 bytes read per connection"
+            conns=0 bytes=0
+            read -r conns bytes < <(awk '/connections in .* real seconds/ {print $1, $7}' "$out-$i.txt") || true
+            n=$((n + ${conns:-0}))
+            # Less than the 1 KiB body: error answers.
+            ((${bytes:-0} >= 1024)) || bad=$((bad + 1))
+        done
+        HS_N=$n HS_BAD=$bad
+        HS_R=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+        HS_C=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "nan"}')
+    }
+    note "workload 6a: $TLS_CLIENTS x openssl s_time -new -time $SECS, $REPS interleaved repetitions over: ${TLS_PATHS[*]}"
+    for p in "${TLS_PATHS[@]}"; do
+        hs_run "$p" 1 "$WORK/s_time-$p-warm"
+    done
+    for rep in $(seq "$REPS"); do
+        for p in "${TLS_PATHS[@]}"; do
+            hs_run "$p" "$SECS" "$WORK/s_time-$p-$rep"
+            TERRS[$p]=$((${TERRS[$p]:-0} + HS_BAD))
+            if ((HS_N == 0)); then
+                note "  rep $rep $p: no handshakes (see $WORK/s_time-$p-$rep-*.txt)"
+                continue
+            fi
+            HS_RATE[$p]+="$HS_R "
+            HS_CPU[$p]+="$HS_C "
+            note "  rep $rep $p: $HS_N handshakes, $HS_R/s, $HS_C CPU us/handshake, $HS_BAD failed clients"
+        done
+    done
+
+    # (b) Requests over TLS keep-alive connections.
+    note "workload 6b: wrk -t1 -c64 -d${SECS}s https, $REPS interleaved repetitions over: ${TLS_PATHS[*]}"
+    for p in "${TLS_PATHS[@]}"; do
+        wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT_TLS[$p]}$TARGET_PATH" >/dev/null 2>&1 || true
+    done
+    for rep in $(seq "$REPS"); do
+        for p in "${TLS_PATHS[@]}"; do
+            out=$WORK/wrk-tls-$p-$rep.txt
+            c0=$(cpu_ticks ${PROC_PIDS[$p]})
+            wrk -t1 -c64 -d"${SECS}s" "https://127.0.0.1:${PORT_TLS[$p]}$TARGET_PATH" >"$out" 2>&1 || true
+            c1=$(cpu_ticks ${PROC_PIDS[$p]})
+            reqs=$(awk '/requests in/ {print $1}' "$out")
+            rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+            errs=$(awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(",", ""); n+=$4+$6+$8+$10} END {print n+0}' "$out")
+            if [[ -z $reqs || $reqs == 0 ]]; then
+                note "  rep $rep $p: wrk got no answers over TLS (see $out)"
+                TERRS[$p]=$((${TERRS[$p]:-0} + 1))
+                continue
+            fi
+            cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
+            TRPS[$p]+="$rps "
+            TCPU[$p]+="$cpu_us "
+            TERRS[$p]=$((${TERRS[$p]:-0} + errs))
+            note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $errs errors"
+        done
+    done
+    stop_all
+fi
+
+# ---------------------------------------------------------------------------------------
 # The table.
 
 declare -A M_RPS M_CPU M_L99
@@ -595,6 +943,10 @@ label() {
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 us() { awk -v v="$1" 'BEGIN {if (v == "" || v == "nan") print "—"; else printf "%.0f", v}'; }
 per_conn() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {if (n > 0) printf "%.0f", (b - a) * 1024 / n; else print ""}'; }
+# The median of a list of figures, or nothing when there is none.
+med_or() { if [[ -n ${1// /} ]]; then med "$1"; fi; }
+# A figure with DIGITS decimals (after dividing by DIV), or — when there is none.
+num() { awk -v v="$1" -v d="$2" -v k="${3:-1}" 'BEGIN {if (v == "" || v == "nan") print "—"; else printf "%.*f", d, v / k}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" || b == "nan" || b + 0 == 0) print "—"; else printf "%.2f", a / b}'; }
 
 {
@@ -664,6 +1016,54 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     done
     echo
     echo "The access-log run wrote $(grep -c '"message":"access"' "$WORK/fleetgate_log.log") access lines ($(du -m "$WORK/fleetgate_log.log" | cut -f1) MiB) to a file."
+    echo
+    echo "5: one $STREAM_MIB MiB GET of $STREAM_PATH (from the nginx upstream, sendfile) and one $STREAM_MIB MiB POST to $UPLOAD_PATH (to tiny_upstream, which reads and counts it), curl, each transfer on freshly started proxy processes; MB/s = 10^6 bytes/s, curl's average; CPU as in 1, per GiB moved; peak RSS = VmHWM summed over the proxy's processes."
+    if [[ -n $TLS_PARAMS ]]; then
+        echo "6: TLS on fresh processes, negotiated: $TLS_PARAMS (self-signed P-256 certificate). (a) $TLS_CLIENTS x openssl s_time -new -time $SECS: every connection a full handshake (no resumption) and one GET $TARGET_PATH (HTTP/1.0, closed after it); CPU per connection. (b) wrk -t1 -c64 -d${SECS}s over https, keep-alive, same request; CPU as in 1."
+    else
+        echo "6: skipped (openssl not found)."
+    fi
+    echo "Medians of $REPS interleaved runs; errors = failed or short transfers (5), failed s_time clients and wrk errors (6), over all runs."
+    echo
+    echo "| path | 5: down MB/s | 5: down CPU ms/GiB | 5: down peak RSS MiB | 5: up MB/s | 5: up CPU ms/GiB | 5: up peak RSS MiB | 6: handshakes/s | 6: CPU µs/handshake | 6: TLS req/s | 6: TLS CPU µs/req | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for p in "${STREAM_PATHS[@]}"; do
+        name=$(label "$p")
+        [[ $p == direct ]] && name="direct (curl → upstream)"
+        dn_cpu=$(num "$(med_or "${DN_CPU[$p]:-}")" 0) up_cpu=$(num "$(med_or "${UP_CPU[$p]:-}")" 0)
+        dn_rss=$(num "$(med_or "${DN_RSS[$p]:-}")" 1 1024) up_rss=$(num "$(med_or "${UP_RSS[$p]:-}")" 1 1024)
+        if [[ $p == direct ]]; then
+            [[ $dn_cpu != "—" ]] && dn_cpu="($dn_cpu upstream)"
+            [[ $up_cpu != "—" ]] && up_cpu="($up_cpu upstream)"
+            dn_rss="—" up_rss="—"
+        fi
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
+            "$(num "$(med_or "${DN_MBS[$p]:-}")" 0)" "$dn_cpu" "$dn_rss" \
+            "$(num "$(med_or "${UP_MBS[$p]:-}")" 0)" "$up_cpu" "$up_rss" \
+            "$(num "$(med_or "${HS_RATE[$p]:-}")" 0)" "$(num "$(med_or "${HS_CPU[$p]:-}")" 1)" \
+            "$(num "$(med_or "${TRPS[$p]:-}")" 0)" "$(num "$(med_or "${TCPU[$p]:-}")" 2)" \
+            "$((${SERRS[$p]:-0} + ${TERRS[$p]:-0}))"
+    done
+    echo
+    echo "| fleetgate / … | 5: down MB/s | 5: down CPU | 5: down peak RSS | 5: up MB/s | 5: up CPU | 5: up peak RSS | 6: handshakes/s | 6: CPU/handshake | 6: TLS req/s | 6: TLS CPU/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    # fr FIGURE P: fleetgate's median over P's.
+    fr() {
+        local -n fig=$1
+        ratio "$(med_or "${fig[fleetgate]:-}")" "$(med_or "${fig[$2]:-}")"
+    }
+    for p in nginx haproxy bare direct; do
+        [[ " ${STREAM_PATHS[*]} " == *" $p "* ]] || continue
+        if [[ $p == direct ]]; then
+            printf '| %s | %s | — | — | %s | — | — | — | — | — | — |\n' "direct (curl → upstream)" "$(fr DN_MBS "$p")" "$(fr UP_MBS "$p")"
+            continue
+        fi
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
+            "$(fr DN_MBS "$p")" "$(fr DN_CPU "$p")" "$(fr DN_RSS "$p")" \
+            "$(fr UP_MBS "$p")" "$(fr UP_CPU "$p")" "$(fr UP_RSS "$p")" \
+            "$(fr HS_RATE "$p")" "$(fr HS_CPU "$p")" "$(fr TRPS "$p")" "$(fr TCPU "$p")"
+    done
+    echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average before the run: $LOAD_BEFORE"
 } | tee "$WORK/table.md"
 if [[ -n ${LOAD_TABLE:-} ]]; then
