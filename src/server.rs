@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -39,10 +38,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::{Config, RuntimeMode};
@@ -506,35 +501,6 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// `x-request-id` for requests that arrive without one: 128 random bits, in hex.
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let bits = rand::random::<u128>();
-        let mut id = [0u8; 32];
-        for (i, digit) in id.iter_mut().enumerate() {
-            *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
-        }
-        http::HeaderValue::from_bytes(&id).ok().map(RequestId::new)
-    }
-}
-
-/// The answer to a request whose handling panicked: a bug, but the connection and the
-/// process survive it.
-fn panic_response(
-    _: Box<dyn std::any::Any + Send + 'static>,
-) -> http::Response<Full<bytes::Bytes>> {
-    tracing::error!("a request handler panicked; answered 500");
-    crate::proxy::plain_response(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error in fleetgate\n",
-    )
-    .map(Full::new)
-}
-
 impl Conn {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
         let metrics = self.proxy.state().runtime.metrics.clone();
@@ -573,14 +539,11 @@ impl Conn {
         // log of the headers; every request gets an `x-request-id` (the client's, or a
         // new one), sent upstream and echoed on the response.
         let svc = ServiceBuilder::new()
-            .layer(CatchPanicLayer::custom(panic_response))
             .layer(SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
                 http::header::PROXY_AUTHORIZATION,
                 http::header::COOKIE,
             ]))
-            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-            .layer(PropagateRequestIdLayer::x_request_id())
             .service(ProxyService::new(proxy, info.clone()));
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(SendDeadline::new(io, send)),

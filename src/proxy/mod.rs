@@ -31,15 +31,12 @@ pub mod forward_headers;
 pub mod guard;
 pub mod headers;
 pub mod normalize;
+pub mod service;
 pub mod target;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -59,6 +56,7 @@ pub use exchange::{Body, Exchange};
 use forward::Forward;
 use forward_headers::{ForwardHeaders, ForwardHeadersLayer};
 use headers::ClientSide;
+pub use service::ProxyService;
 
 /// Everything from admission to the upstream's response head, as one service.
 pub type ProxyStack = Admission<ForwardHeaders<Forward>>;
@@ -322,35 +320,6 @@ fn probe_response(status: StatusCode, json: Bytes) -> Response<Body> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
-}
-
-/// [`Proxy::handle`] as a tower service for one connection, so that the server can wrap
-/// it in tower-http layers.
-#[derive(Clone)]
-pub struct ProxyService {
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnInfo>,
-}
-
-impl ProxyService {
-    pub fn new(proxy: Arc<Proxy>, conn: Arc<ConnInfo>) -> ProxyService {
-        ProxyService { proxy, conn }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.proxy.handle(req, &this.conn).await) })
-    }
 }
 
 /// A response of ours with a body that is not an exchange (the panic handler's 500).
