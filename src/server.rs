@@ -1,7 +1,8 @@
 //! Listeners and the life of the process: binding the data and admin listeners, TLS
 //! (rustls, ALPN `h2`/`http/1.1`), HTTP/1.1 + HTTP/2 + h2c on one port, connection limits,
-//! head-size and head-time limits, the tower-http layers around the data path (panic to
-//! 500, sensitive headers, request ids), reload on SIGHUP, and graceful shutdown.
+//! head-size and head-time limits, what wraps the data path of a connection (sensitive
+//! headers; request ids and the panic answer in [`ProxyService`]), reload on SIGHUP, and
+//! graceful shutdown.
 //!
 //! A new connection is served with the live snapshot's TLS certificate and HTTP limits;
 //! a reload never touches an open connection.
@@ -535,9 +536,8 @@ impl Conn {
             _permit,
         } = self;
         let info = Arc::new(ConnInfo::new(remote, tls));
-        // Outermost first: a panic becomes a 500; credentials are never printed by a
-        // log of the headers; every request gets an `x-request-id` (the client's, or a
-        // new one), sent upstream and echoed on the response.
+        // Credentials are never printed by a log of the headers; then the data path
+        // (which gives every request an `x-request-id` and turns a panic into a 500).
         let svc = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
