@@ -8,8 +8,8 @@
 #
 # Environment: LOAD_SECS (length of one throughput run), LOAD_REPS (repetitions),
 # LOAD_IDLE_CONNS (workload 4, default 10000), LOAD_STREAM_MIB (workload 5's transfer
-# size, default 1024), LOAD_PORT_BASE (default 19100; fourteen ports from it are used,
-# BASE to BASE+13), LOAD_KEEP=1 keeps the scratch directory (configs, logs).
+# size, default 1024), LOAD_PORT_BASE (default 19100; fifteen ports from it are used,
+# BASE to BASE+14), LOAD_KEEP=1 keeps the scratch directory (configs, logs).
 #
 # It installs nothing. Missing tools are named with their Debian package, and the paths
 # or workloads that need them are skipped with a note.
@@ -56,6 +56,7 @@ P_FG_TLS=$((BASE + 10)) # fleetgate with [tls] (workload 6)
 P_FG_TLS_ADMIN=$((BASE + 11))
 P_NGX_TLS=$((BASE + 12)) # nginx proxy, listen ... ssl (workload 6)
 P_HAP_TLS=$((BASE + 13)) # HAProxy, bind ... ssl (workload 6)
+P_BARE_PC=$((BASE + 14)) # bare hyper forwarder, one current-thread runtime per core
 # A fleet-ok GET of the shipped manifest (routes/40-fleet.toml).
 TARGET_PATH=/api/acme/threads
 # Workload 5. The download: a GET under /api/{ws}/threads/{*rest}, fleet-ok. The upload:
@@ -179,6 +180,11 @@ $drain
 
 [admission]
 max_inflight = 100000
+
+# The default mode (one current-thread runtime per worker), two workers like the others.
+[runtime]
+mode = "per-core"
+workers = 2
 $tls
 EOF
 }
@@ -186,7 +192,7 @@ EOF
 start_fleetgate() {
     local name=$1 listen=$2 admin=$3 access_log=$4 upstream=${5:-$P_UP} opts=${6:-}
     fleetgate_config "$WORK/$name.toml" "$listen" "$admin" "$access_log" "$upstream" "$opts"
-    start "$name" env TOKIO_WORKER_THREADS=2 "$FLEETGATE" serve --config "$WORK/$name.toml"
+    start "$name" "$FLEETGATE" serve --config "$WORK/$name.toml"
     wait_port "$listen" "$name"
 }
 
@@ -435,6 +441,13 @@ start_all() {
     wait_port "$P_BARE" bare
     PATHS+=(bare)
     PORT[bare]=$P_BARE
+
+    # The same forwarder the way fleetgate runs by default (runtime.mode = "per-core").
+    start bare_pc env BARE_PER_CORE=2 "$BARE" "127.0.0.1:$P_BARE_PC" "127.0.0.1:$P_UP"
+    PROC_PIDS[bare_pc]=$LAST_PID
+    wait_port "$P_BARE_PC" bare_pc
+    PATHS+=(bare_pc)
+    PORT[bare_pc]=$P_BARE_PC
 
     local p
     for p in "${PATHS[@]}"; do
@@ -938,6 +951,7 @@ label() {
         nginx) echo "nginx proxy" ;;
         haproxy) echo "HAProxy" ;;
         bare) echo "bare hyper" ;;
+        bare_pc) echo "bare hyper, per-core" ;;
     esac
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
@@ -992,7 +1006,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     echo
     echo "| fleetgate / … | 1: req/s | 1: CPU µs/req | 2: p99 | 3: h2c req/s | 3: h2c CPU µs/req | 4: idle RSS | 4: RSS with conns | 4: bytes per conn |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for p in nginx haproxy bare direct fleetgate_log; do
+    for p in nginx haproxy bare bare_pc direct fleetgate_log; do
         [[ -n ${M_RPS[$p]:-} ]] || continue
         cpu_r="—"
         [[ $p != direct ]] && cpu_r=$(ratio "${M_CPU[fleetgate]}" "${M_CPU[$p]}")
