@@ -428,10 +428,18 @@ pub async fn start(config: Config) -> RunningServer {
     server::start(config).await.expect("proxy starts")
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it: connects to it are refused. A socket
+/// stays bound to it (never listening) for the rest of the test process, so that no other
+/// test's `bind(port 0)` is given the port meanwhile; it has `SO_REUSEADDR`, so a test
+/// can still bind a listener there itself (as `TcpListener::bind` does) to bring the
+/// port to life.
 pub async fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// What a test runs against: the [`MANIFEST`] directory, a recording fleet upstream, maybe
