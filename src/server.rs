@@ -286,17 +286,24 @@ fn bind_data_listeners(
     count: usize,
     reuse_port: bool,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    // With SO_REUSEPORT a second fleetgate (of the same user) on this address would
+    // silently take a share of the connections instead of failing to start: first bind
+    // one plain socket, which fails while anything listens there, and keep its port.
+    let listen = if reuse_port {
+        let probe = socket_for(listen)?;
+        probe.set_reuseaddr(true)?;
+        probe.bind(listen)?;
+        probe.local_addr()?
+    } else {
+        listen
+    };
     let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let addr = match listeners.first() {
             Some(first) => first.local_addr()?,
             None => listen,
         };
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
+        let socket = socket_for(addr)?;
         socket.set_reuseaddr(true)?;
         if reuse_port {
             socket.set_reuseport(true)?;
@@ -313,6 +320,14 @@ struct WorkerRunning(Arc<AtomicUsize>);
 impl Drop for WorkerRunning {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn socket_for(addr: SocketAddr) -> io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
     }
 }
 

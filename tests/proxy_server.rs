@@ -176,6 +176,25 @@ async fn per_core_workers_share_the_port_and_end_with_the_server() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_a_port_in_use_fails_to_start_rather_than_share_it() {
+    use fleetgate::config::RuntimeMode;
+    let setup = Setup::serve_without_ide().await;
+    for mode in [RuntimeMode::PerCore, RuntimeMode::Shared] {
+        let mut second = config(Role::Serve, setup.routes.path(), &[setup.fleet.addr], None);
+        second.listen = setup.srv.addr;
+        second.runtime.mode = mode;
+        match fleetgate::server::start(second).await {
+            Err(fleetgate::server::StartError::Io(m)) => {
+                assert!(m.contains("(listen)"), "{m}")
+            }
+            Err(e) => panic!("{mode:?}: {e}"),
+            Ok(_) => panic!("{mode:?}: a second server shares the port"),
+        }
+    }
+    setup.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_shared_runtime_serves_on_the_callers_runtime() {
     use fleetgate::config::RuntimeMode;
     use std::sync::atomic::Ordering;
