@@ -290,6 +290,16 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.push(b'"');
+    // Nearly every value needs no escape: find that out in one pass with no early exit (so
+    // it is vectorized), then copy it at once.
+    let clean = bytes.iter().fold(true, |clean, &b| {
+        clean & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if clean {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape = match b {
@@ -332,12 +342,32 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 
 /// `n` in decimal, zero-padded to at least `width` digits (at most 20).
 fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    // Two digits at a time: "00", "01", ... "99".
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0; 200];
+        let mut i = 0;
+        while i < 100 {
+            pairs[2 * i] = b'0' + (i / 10) as u8;
+            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        pairs
+    };
     let mut digits = [b'0'; 20];
     let mut start = digits.len();
-    while n > 0 {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else if n > 0 {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
+        digits[start] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[start.min(digits.len() - width)..]);
 }
@@ -675,6 +705,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_print_as_display_prints_them() {
+        let mut out = Vec::new();
+        for n in (0..100_000u64).chain([u64::MAX, u64::MAX - 1, 10u64.pow(19), 99_999_999_999]) {
+            out.clear();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            out.clear();
+            push_padded(&mut out, n % 1_000_000, 6);
+            assert_eq!(out, format!("{:06}", n % 1_000_000).as_bytes());
+        }
+    }
+
+    #[test]
     fn the_clock_prints_utc_with_microseconds() {
         let mut out = Vec::new();
         let r = record("/", "-", "-");
@@ -746,12 +789,15 @@ mod tests {
         #[test]
         fn any_strings_print_as_tracing_prints_them_and_parse_back(
             path in any::<String>(),
-            request_id in "[ -~]{0,40}",
+            // Heavy on what must be escaped.
+            request_id in "[\\x00-\\x1f\\x7f\"\\\\a-z/%\u{e9}\u{2028}\u{1f600}]{0,40}",
             tenant in any::<String>(),
             nanos in any::<u64>(),
+            numbers in (any::<u32>(), any::<u16>(), any::<u64>(), 0..100_000u64),
         ) {
             let mut r = record(&path, &request_id, &tenant);
             r.duration = Duration::from_nanos(nanos);
+            (r.rule_line, r.status, r.bytes_in, r.bytes_out) = numbers;
             let now = SystemTime::now();
             let line = direct(&r, now);
             prop_assert_eq!(&line, &through_tracing(&r, now));
