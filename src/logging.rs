@@ -109,10 +109,20 @@ impl<'a> MakeWriter<'a> for StderrLines {
     }
 }
 
+/// The filter for `log_level` (when `RUST_LOG` is not set). rustls is held to errors: it
+/// warns on every TLS connection whose client sends an IP address as its server name
+/// (which many clients do), and any client could fill the log with those.
+fn directives(level: &str) -> String {
+    match level {
+        "off" | "error" => level.to_string(),
+        _ => format!("{level},rustls=error"),
+    }
+}
+
 /// Install the global subscriber once. Later calls (tests start many servers) do nothing.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(directives(level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -495,6 +505,17 @@ impl std::fmt::Display for OptAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rustls_is_held_to_errors_unless_everything_is_quieter() {
+        assert_eq!(directives("info"), "info,rustls=error");
+        assert_eq!(directives("debug"), "debug,rustls=error");
+        assert_eq!(directives("error"), "error");
+        assert_eq!(directives("off"), "off");
+        for level in ["trace", "debug", "info", "warn", "error", "off"] {
+            EnvFilter::try_new(directives(level)).expect("a valid filter");
+        }
+    }
     use proptest::prelude::*;
     use std::sync::Arc;
 
