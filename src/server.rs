@@ -314,6 +314,28 @@ fn bind_data_listeners(
     Ok(listeners)
 }
 
+/// Keeps a timer due within [`TIMER_ANCHOR`] in this runtime's timer wheel until `exit`.
+///
+/// tokio's time driver wakes its thread (a `write(2)` to an eventfd, then one more
+/// `epoll_wait`) whenever a new timer is due before the earliest one it knew of when it
+/// last parked. Every request sets timers due in seconds to minutes (`first_byte`, the
+/// next head's `header_read`); with no earlier timer in the wheel, many of them would
+/// wake the driver for nothing: measured, 0.4-0.6 such writes per request. With this
+/// timer always due sooner, none do, at the cost of a few wake-ups a second.
+async fn hold_timer_wakeups(mut exit: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = exit.wait_for(|e| *e) => return,
+        }
+    }
+}
+
+/// See [`hold_timer_wakeups`]. Timers due sooner than this still wake the driver.
+const TIMER_ANCHOR: Duration = Duration::from_millis(250);
+
 /// Counts a worker as running until dropped.
 struct WorkerRunning(Arc<AtomicUsize>);
 
@@ -360,6 +382,7 @@ impl Worker {
             mut exit,
             drained,
         } = self;
+        tokio::spawn(hold_timer_wakeups(exit.clone()));
         match TcpListener::from_std(listener) {
             Ok(listener) => {
                 let graceful =
