@@ -13,6 +13,7 @@ pub mod compile;
 pub mod diff;
 pub mod drift;
 pub mod load;
+mod packed;
 pub mod pattern;
 
 use std::fmt;
