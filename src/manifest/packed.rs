@@ -11,14 +11,16 @@
 //!   none of which is entered from elsewhere, becomes one *run*: the expected byte
 //!   classes, four to a word, compared against the input without a state load per byte.
 //! * **Default and exceptions.** Every other state keeps a default target (the one most
-//!   classes lead to: itself inside a `{param}`, dead after a literal) and the few
-//!   classes that go elsewhere, found with one word-wide compare per four classes. A
-//!   state where the exceptions would outweigh a full row keeps the row instead.
+//!   classes lead to: itself inside a `{param}`, mostly the dead state elsewhere) and
+//!   the few classes that go elsewhere, found with one word-wide compare per four
+//!   classes; only exceptions that lead somewhere other than the dead state store a
+//!   target. A state where that would outweigh a full row keeps the row instead.
 //! * **Acceleration.** A state whose default is itself and which only up to three bytes
-//!   leave (`/` inside a parameter) is skipped with `memchr`.
-//! * **End of input is not a transition.** Each state holds what a request ending there
-//!   matches: nothing, one pattern, or a list of patterns (ascending, so the first whose
-//!   `when` holds wins).
+//!   leave (`/` inside a parameter) is skipped with `memchr`; a single such byte is kept
+//!   in the state's header.
+//! * **End of input is not a transition.** A state where a request can end holds what
+//!   it matches: one pattern, or a list of patterns (ascending, so the first whose
+//!   `when` holds wins); other states hold nothing for it.
 //! * **Layout.** States are placed depth-first from the start, so the states one route
 //!   alone uses (its last literal, its parameter, its match) are adjacent in memory.
 //!
@@ -30,24 +32,32 @@ use regex_automata::util::primitives::StateID;
 /// The state from which no request matches.
 pub(super) const DEAD: u32 = 0;
 
-/// Header flag: the state is a run of literal byte classes.
+/// Header flag: the state is a run of literal byte classes. A run is
+/// `[header, next, classes...]`, its length in the low 16 bits of the header.
 const RUN: u32 = 1 << 31;
-/// Header flag (not a run): the state keeps a full row, one target per byte class.
-const ROW: u32 = 1 << 30;
-/// Header flag (not a run): the state is accelerated; its accelerator word follows the
-/// fixed part.
-const ACCEL: u32 = 1 << 29;
-/// Header bits holding a run's length or a state's number of exceptions.
-const LEN_MASK: u32 = 0xFFFF;
 /// The longest run one state holds; a longer literal continues in the next one.
-const MAX_RUN: usize = LEN_MASK as usize;
+const MAX_RUN: usize = 0xFFFF;
 
-/// A state's end-of-input word: `0` no match, `SINGLE | pattern` exactly one pattern,
-/// otherwise the offset of `[len, pattern...]` in [`Packed::lists`].
-pub(super) const SINGLE: u32 = 1 << 31;
+// Any other state is `[header, default, eoi?, accelerator?, body...]`.
+/// Header flag: the body is a full row, one target per byte class.
+const ROW: u32 = 1 << 30;
+/// Header flag: an end-of-input word follows the default (without it nothing ends here).
+const EOI: u32 = 1 << 28;
+/// Header flag: an accelerator word (two or three exit bytes and their count) follows.
+const ACCEL_WORD: u32 = 1 << 27;
+/// Header flag: the state's one exit byte is in the header, at [`ACCEL_BYTE_SHIFT`].
+const ACCEL_BYTE: u32 = 1 << 26;
+const ACCEL_BYTE_SHIFT: u32 = 18;
+/// Without [`ROW`] the body is `n` exception classes, four to a word, then the targets
+/// of the first `m` of them: the rest lead to the dead state. `n` and `m` are 9-bit
+/// header fields (a DFA has at most 256 byte classes).
+const FIELD: u32 = 0x1FF;
+const M_SHIFT: u32 = 9;
 
-/// Words before a general state's exceptions or row: header, default, end of input.
-const FIXED: usize = 3;
+/// A state's end-of-input word: `SINGLE | pattern` for exactly one pattern, otherwise
+/// the offset of `[len, pattern...]` in [`Packed::lists`]. `0` (what a walk returns
+/// when nothing can match) is never an offset: `lists[0]` is unused.
+const SINGLE: u32 = 1 << 31;
 
 /// What a request ending in some state matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +116,7 @@ impl Packed {
                 let s = state as usize;
                 let header = w[s];
                 if header & RUN != 0 {
-                    let len = (header & LEN_MASK) as usize;
+                    let len = (header & MAX_RUN as u32) as usize;
                     let take = (len - pos).min(part.len() - at);
                     let expected = &w[s + 2..s + 2 + len.div_ceil(4)];
                     if !self.run_matches(expected, pos, &part[at..at + take]) {
@@ -120,16 +130,18 @@ impl Packed {
                     }
                     continue;
                 }
-                let mut body = s + FIXED;
-                if header & ACCEL != 0 {
-                    let accel = w[body];
-                    body += 1;
+                let eoi = ((header & EOI) != 0) as usize;
+                let mut body = s + 2 + eoi;
+                if header & (ACCEL_BYTE | ACCEL_WORD) != 0 {
                     let rest = &part[at..];
-                    let [a, b, c, n] = accel.to_le_bytes();
-                    let skip = match n {
-                        1 => memchr::memchr(a, rest),
-                        2 => memchr::memchr2(a, b, rest),
-                        _ => memchr::memchr3(a, b, c, rest),
+                    let skip = if header & ACCEL_BYTE != 0 {
+                        memchr::memchr((header >> ACCEL_BYTE_SHIFT) as u8, rest)
+                    } else {
+                        body += 1;
+                        match w[body - 1].to_le_bytes() {
+                            [a, b, _, 2] => memchr::memchr2(a, b, rest),
+                            [a, b, c, _] => memchr::memchr3(a, b, c, rest),
+                        }
                     };
                     match skip {
                         Some(k) => at += k,
@@ -141,10 +153,12 @@ impl Packed {
                 state = if header & ROW != 0 {
                     w[body + usize::from(class)]
                 } else {
-                    let n = (header & LEN_MASK) as usize;
+                    let n = (header & FIELD) as usize;
+                    let live = (header >> M_SHIFT & FIELD) as usize;
                     let words = n.div_ceil(4);
                     match find(&w[body..body + words], n, class) {
-                        Some(i) => w[body + words + i],
+                        Some(i) if i < live => w[body + words + i],
+                        Some(_) => DEAD,
                         None => w[s + 1],
                     }
                 };
@@ -154,8 +168,9 @@ impl Packed {
             }
         }
         let header = w[state as usize];
-        if header & RUN != 0 {
-            // Runs are built only from states where no match can end.
+        if header & (RUN | EOI) != EOI {
+            // A run (built only from states where no match can end), or a state
+            // without an end-of-input word.
             return 0;
         }
         w[state as usize + 2]
@@ -356,7 +371,7 @@ pub(super) fn pack(
     let mut offset: Vec<u32> = vec![UNPLACED; indegree.len()];
     offset[dead] = DEAD;
     // The dead state: no exceptions, default dead, nothing ends here.
-    let mut words: Vec<u32> = vec![0, DEAD, 0];
+    let mut words: Vec<u32> = vec![0, DEAD];
     let mut lists: Vec<u32> = vec![0];
     let mut fixups: Vec<usize> = Vec::new();
     let mut runnable_targets = Vec::with_capacity(nclasses);
@@ -401,52 +416,75 @@ pub(super) fn pack(
         }
         src.targets(i, &mut targets);
         let default = most_common(&targets);
-        let exceptions: Vec<u8> = (0..nclasses)
+        // Exceptions with a live target first, then those leading to the dead state.
+        let mut exceptions: Vec<u8> = (0..nclasses)
             .filter(|&c| targets[c] != default)
             .map(|c| c as u8)
             .collect();
+        exceptions.sort_by_key(|&c| targets[usize::from(c)] == dead);
+        let live = exceptions
+            .iter()
+            .filter(|&&c| targets[usize::from(c)] != dead)
+            .count();
         let eoi = match src.eoi_patterns(i).as_slice() {
-            [] => 0,
-            [p] if p & SINGLE == 0 => SINGLE | p,
+            [] => None,
+            [p] if p & SINGLE == 0 => Some(SINGLE | p),
             many => {
-                let at = u32::try_from(lists.len()).map_err(|_| "too many patterns")?;
+                let at = u32::try_from(lists.len())
+                    .ok()
+                    .filter(|at| at & SINGLE == 0)
+                    .ok_or("too many patterns")?;
                 lists.push(many.len() as u32);
                 lists.extend_from_slice(many);
-                at
+                Some(at)
             }
         };
-        let accel: Option<u32> = (default == i)
-            .then(|| {
-                let exits: Vec<u8> = exceptions
-                    .iter()
-                    .flat_map(|&c| src.members[usize::from(c)].iter().copied())
-                    .collect();
-                match exits[..] {
-                    [a] => Some(u32::from_le_bytes([a, 0, 0, 1])),
-                    [a, b] => Some(u32::from_le_bytes([a, b, 0, 2])),
-                    [a, b, c] => Some(u32::from_le_bytes([a, b, c, 3])),
-                    _ => None,
-                }
-            })
-            .flatten();
-        // A row costs one word per class, exceptions one and a quarter each.
-        let row = exceptions.len() * 5 > nclasses * 4;
-        let mut header = if row { ROW } else { exceptions.len() as u32 };
-        if accel.is_some() {
-            header |= ACCEL;
+        // Bytes that leave a state looping on itself: `memchr` finds the next one.
+        let exits: Vec<u8> = if default == i {
+            exceptions
+                .iter()
+                .flat_map(|&c| src.members[usize::from(c)].iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A row costs one word per class, exceptions a quarter word each and a word per
+        // live target.
+        let row = exceptions.len() + 4 * live > nclasses * 4;
+        let mut header = if row {
+            ROW
+        } else {
+            exceptions.len() as u32 | (live as u32) << M_SHIFT
+        };
+        let mut accel_word = None;
+        match exits[..] {
+            [a] => header |= ACCEL_BYTE | u32::from(a) << ACCEL_BYTE_SHIFT,
+            [a, b] => accel_word = Some(u32::from_le_bytes([a, b, 0, 2])),
+            [a, b, c] => accel_word = Some(u32::from_le_bytes([a, b, c, 3])),
+            _ => {}
+        }
+        if eoi.is_some() {
+            header |= EOI;
+        }
+        if accel_word.is_some() {
+            header |= ACCEL_WORD;
         }
         words.push(header);
         fixups.push(words.len());
         words.push(if row { dead as u32 } else { default as u32 });
-        words.push(eoi);
-        words.extend(accel);
+        words.extend(eoi);
+        words.extend(accel_word);
         if row {
             fixups.extend(words.len()..words.len() + nclasses);
             words.extend(targets.iter().map(|&t| t as u32));
         } else {
             pack_classes(&exceptions, &mut words);
-            fixups.extend(words.len()..words.len() + exceptions.len());
-            words.extend(exceptions.iter().map(|&c| targets[usize::from(c)] as u32));
+            fixups.extend(words.len()..words.len() + live);
+            words.extend(
+                exceptions[..live]
+                    .iter()
+                    .map(|&c| targets[usize::from(c)] as u32),
+            );
         }
         // Depth-first, lowest class first.
         for &t in targets.iter().rev() {
