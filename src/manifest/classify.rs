@@ -2,11 +2,8 @@
 //! the most specific matching rule whose `when` conditions hold. No allocation; the
 //! automaton's work is proportional to the path length, not the number of rules.
 
-use regex_automata::dfa::Automaton;
-
-use regex_automata::util::primitives::StateID;
-
-use super::compile::{Dfa, PatternInfo, COMMON_METHODS};
+use super::compile::{common_method, PatternInfo};
+use super::packed::Matches;
 use super::{Class, Manifest, Rule};
 
 /// Header lookup for `[rule.when] header = {…}` conditions.
@@ -112,35 +109,25 @@ impl Manifest {
     /// ([`crate::path::normalize`]); a trailing slash is ignored and aliases are applied
     /// here. Allocation-free; the automaton visits each byte of `METHOD path` once.
     pub fn classify<'a>(&'a self, req: &RequestParts<'a>) -> Decision<'a> {
-        if req.method.as_bytes().contains(&b' ') {
-            // Not a method token (HTTP parsers never produce one); it must not be able
-            // to spell out part of the canonical `METHOD path` string.
-            return self.default_decision();
-        }
         let path = self.rewrite(req.path);
-        let (prefix, rest) = (path.prefix, path.rest);
+        let (prefix, rest) = (path.prefix.as_bytes(), path.rest.as_bytes());
         // Most requests carry a common method whose `"METHOD "` prefix was walked at
         // compile time; others walk it here.
-        let (state, input) = match COMMON_METHODS.iter().position(|m| *m == req.method) {
-            Some(i) => (
-                self.method_starts[i],
-                [&b""[..], b"", prefix.as_bytes(), rest.as_bytes()],
-            ),
-            None => (
-                self.start,
-                [
-                    req.method.as_bytes(),
-                    b" ",
-                    prefix.as_bytes(),
-                    rest.as_bytes(),
-                ],
-            ),
+        let eoi = match common_method(req.method) {
+            Some(i) if prefix.is_empty() => self.automaton.walk(self.method_starts[i], &[rest]),
+            Some(i) => self.automaton.walk(self.method_starts[i], &[prefix, rest]),
+            None if req.method.as_bytes().contains(&b' ') => {
+                // Not a method token (HTTP parsers never produce one); it must not be
+                // able to spell out part of the canonical `METHOD path` string.
+                return self.default_decision();
+            }
+            None => {
+                let method = req.method.as_bytes();
+                self.automaton
+                    .walk(self.start, &[method, b" ", prefix, rest])
+            }
         };
-        let best = match &self.dfa {
-            Dfa::Dense(dfa) => self.best_match(dfa, state, &input, req),
-            Dfa::Sparse(dfa) => self.best_match(dfa, state, &input, req),
-        };
-        match best {
+        match self.best_match(eoi, req) {
             None => self.default_decision(),
             Some(pid) => {
                 let info = self.patterns[pid];
@@ -180,61 +167,19 @@ impl Manifest {
         text.get(at.start as usize..at.end as usize)
     }
 
-    /// Walk the DFA over the concatenated input; return the most specific matching
-    /// pattern (lowest ID) whose `when` conditions hold.
-    ///
-    /// Inside a parameter the DFA loops on every byte but `/`; such states are
-    /// "accelerated", and the walk jumps to the next byte that can leave the state with
-    /// `memchr` instead of stepping through a long id or hash byte by byte.
+    /// The most specific pattern (lowest ID) that a request ending at `eoi` matches and
+    /// whose `when` conditions hold.
     #[inline]
-    fn best_match<A: Automaton>(
-        &self,
-        dfa: &A,
-        mut state: StateID,
-        input: &[&[u8]; 4],
-        req: &RequestParts<'_>,
-    ) -> Option<usize> {
-        if dfa.is_dead_state(state) {
-            return None;
-        }
-        for part in input {
-            let mut at = 0;
-            while at < part.len() {
-                state = dfa.next_state(state, part[at]);
-                at += 1;
-                if dfa.is_special_state(state) {
-                    if dfa.is_dead_state(state) {
-                        return None;
-                    }
-                    if dfa.is_accel_state(state) {
-                        let rest = &part[at..];
-                        let skip = match *dfa.accelerator(state) {
-                            [a] => memchr::memchr(a, rest),
-                            [a, b] => memchr::memchr2(a, b, rest),
-                            [a, b, c] => memchr::memchr3(a, b, c, rest),
-                            _ => Some(0),
-                        };
-                        at += skip.unwrap_or(rest.len());
-                    }
-                }
-            }
-        }
-        state = dfa.next_eoi_state(state);
-        if !dfa.is_match_state(state) {
-            return None;
-        }
-        let mut best: Option<usize> = None;
-        for i in 0..dfa.match_len(state) {
-            let pid = dfa.match_pattern(state, i).as_usize();
-            if best.is_some_and(|b| b < pid) {
-                continue;
-            }
+    fn best_match(&self, eoi: u32, req: &RequestParts<'_>) -> Option<usize> {
+        let holds = |pid: usize| {
             let info = self.patterns[pid];
-            if !info.has_when || when_holds(&self.rules[info.rule as usize], req) {
-                best = Some(pid);
-            }
+            !info.has_when || when_holds(&self.rules[info.rule as usize], req)
+        };
+        match self.automaton.matches(eoi) {
+            Matches::None => None,
+            Matches::One(pid) => Some(pid as usize).filter(|&p| holds(p)),
+            Matches::Many(pids) => pids.iter().map(|&p| p as usize).find(|&p| holds(p)),
         }
-        best
     }
 
     /// The path as the matcher sees it: a trailing slash dropped, then the alias with the

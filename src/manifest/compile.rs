@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use regex_automata::dfa::{dense, sparse, Automaton, StartKind};
+use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::nfa::thompson;
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::{start, syntax};
@@ -16,16 +16,12 @@ use regex_automata::{Anchored, MatchKind};
 use sha2::{Digest, Sha256};
 
 use super::load::ParsedManifest;
+use super::packed::{pack, Packed};
 use super::pattern::Segment;
 use super::{
     base_name, first_file, Alias, Class, Condition, Diagnostic, LoadError, Methods, Rule, Severity,
     When,
 };
-
-/// Above this size the dense transition table no longer fits a core's L2 cache and a
-/// request's walk turns into a chain of cache misses; the sparse encoding of the same
-/// DFA is 10-15x smaller, so it wins from there on (see benches/classify.rs).
-const DENSE_LIMIT_BYTES: usize = 2 << 20;
 
 /// At most this many aliases: a decision names the alias a tenant came from by a `u16`
 /// index ([`super::TenantSource::Alias`]).
@@ -33,22 +29,6 @@ pub const MAX_ALIASES: usize = 1 << 16;
 
 /// Upper bound on the memory the DFA construction may use.
 const AUTOMATON_LIMIT_BYTES: usize = 512 << 20;
-
-/// The compiled automaton: one DFA, in whichever encoding is faster at its size.
-#[derive(Debug)]
-pub(super) enum Dfa {
-    Dense(dense::DFA<Vec<u32>>),
-    Sparse(sparse::DFA<Vec<u8>>),
-}
-
-impl Dfa {
-    fn memory_usage(&self) -> usize {
-        match self {
-            Dfa::Dense(d) => d.memory_usage(),
-            Dfa::Sparse(d) => d.memory_usage(),
-        }
-    }
-}
 
 /// The hot part of a rule, by pattern ID.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +61,21 @@ impl PatternInfo {
 pub(super) const COMMON_METHODS: [&str; 7] =
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// The index of `method` in [`COMMON_METHODS`].
+#[inline]
+pub(super) fn common_method(method: &str) -> Option<usize> {
+    match method {
+        "GET" => Some(0),
+        "HEAD" => Some(1),
+        "POST" => Some(2),
+        "PUT" => Some(3),
+        "PATCH" => Some(4),
+        "DELETE" => Some(5),
+        "OPTIONS" => Some(6),
+        _ => None,
+    }
+}
+
 /// Walk `bytes` from `state` (no acceleration: only used at compile time).
 fn walk<A: Automaton>(dfa: &A, mut state: StateID, bytes: &[u8]) -> StateID {
     for &b in bytes {
@@ -102,11 +97,12 @@ pub struct Manifest {
     pub(super) patterns: Vec<PatternInfo>,
     pub(super) default_class: Class,
     pub(super) aliases: Vec<Alias>,
-    pub(super) dfa: Dfa,
-    pub(super) start: StateID,
-    /// The DFA state after `"{METHOD} "` for each of [`COMMON_METHODS`]: most requests
+    pub(super) automaton: Packed,
+    /// Where every walk starts (in `automaton`).
+    pub(super) start: u32,
+    /// The state after `"{METHOD} "` for each of [`COMMON_METHODS`]: most requests
     /// start their walk there instead of at `start`.
-    pub(super) method_starts: [StateID; COMMON_METHODS.len()],
+    pub(super) method_starts: [u32; COMMON_METHODS.len()],
     warnings: Vec<Diagnostic>,
     digest: String,
     files: Vec<String>,
@@ -149,15 +145,7 @@ impl Manifest {
 
     /// Heap bytes held by the compiled automaton.
     pub fn automaton_bytes(&self) -> usize {
-        self.dfa.memory_usage()
-    }
-
-    /// `"dense"` or `"sparse"`: how the automaton is encoded (chosen by size).
-    pub fn automaton_kind(&self) -> &'static str {
-        match self.dfa {
-            Dfa::Dense(_) => "dense",
-            Dfa::Sparse(_) => "sparse",
-        }
+        self.automaton.memory_usage()
     }
 }
 
@@ -290,6 +278,32 @@ fn digest_of(sources: &[(String, String)]) -> String {
     out
 }
 
+/// Determinize the rules' regexes (in precedence order) into one anchored dense DFA
+/// that reports every pattern matching at the end of the input.
+fn build_dense(regexes: &[String]) -> Result<dense::DFA<Vec<u32>>, String> {
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .minimize(false)
+                .byte_classes(true)
+                // `pack` finds the states worth accelerating itself; regex-automata's
+                // own pass would only reorder the dense table, at a cost that grows
+                // with the square of its size (0.45 of the 0.75 s that determinizing
+                // 10,000 synthetic rules took with it).
+                .accelerate(false)
+                // A pathological manifest fails to load with a clear error instead of
+                // exhausting memory (10,000 realistic rules need about 15 MiB).
+                .dfa_size_limit(Some(AUTOMATON_LIMIT_BYTES))
+                .determinize_size_limit(Some(AUTOMATON_LIMIT_BYTES)),
+        )
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .thompson(thompson::Config::new().utf8(false).shrink(false))
+        .build_many(regexes)
+        .map_err(|e| e.to_string())
+}
+
 /// Check a parsed manifest across rules and build the automaton.
 pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
     let ParsedManifest {
@@ -325,22 +339,7 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         .map(|&i| regex_for(&rules[i as usize]))
         .collect();
 
-    let built = dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .match_kind(MatchKind::All)
-                .start_kind(StartKind::Anchored)
-                .minimize(false)
-                .byte_classes(true)
-                .accelerate(true)
-                // A pathological manifest fails to load with a clear error instead of
-                // exhausting memory (10,000 realistic rules need about 15 MiB).
-                .dfa_size_limit(Some(AUTOMATON_LIMIT_BYTES))
-                .determinize_size_limit(Some(AUTOMATON_LIMIT_BYTES)),
-        )
-        .syntax(syntax::Config::new().unicode(false).utf8(false))
-        .thompson(thompson::Config::new().utf8(false).shrink(false))
-        .build_many(&regexes);
+    let built = build_dense(&regexes);
     let fail = |e: &dyn std::fmt::Display| {
         LoadError::from(Diagnostic::error(
             first_file(&sources),
@@ -350,17 +349,13 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
     };
     let dense = built.map_err(|e| fail(&e))?;
     let anchored = start::Config::new().anchored(Anchored::Yes);
-    let (dfa, start, method_starts) = if dense.memory_usage() <= DENSE_LIMIT_BYTES {
-        let start = dense.start_state(&anchored).map_err(|e| fail(&e))?;
-        let methods = method_starts(&dense, start);
-        (Dfa::Dense(dense), start, methods)
-    } else {
-        let sparse = dense.to_sparse().map_err(|e| fail(&e))?;
-        drop(dense);
-        let start = sparse.start_state(&anchored).map_err(|e| fail(&e))?;
-        let methods = method_starts(&sparse, start);
-        (Dfa::Sparse(sparse), start, methods)
-    };
+    let start = dense.start_state(&anchored).map_err(|e| fail(&e))?;
+    let mut roots = vec![start];
+    roots.extend(method_starts(&dense, start));
+    let (automaton, starts) = pack(&dense, &roots).map_err(|e| fail(&e))?;
+    drop(dense);
+    let mut method_starts = [0; COMMON_METHODS.len()];
+    method_starts.copy_from_slice(&starts[1..]);
     diagnostics.retain(|d| d.severity == Severity::Warning);
     Ok(Manifest {
         digest: digest_of(&sources),
@@ -369,8 +364,8 @@ pub fn compile(parsed: ParsedManifest) -> Result<Manifest, LoadError> {
         patterns,
         default_class,
         aliases,
-        dfa,
-        start,
+        automaton,
+        start: starts[0],
         method_starts,
         warnings: diagnostics,
     })
@@ -527,6 +522,131 @@ mod tests {
             e.to_string(),
             "a.toml: error: 65537 aliases; a manifest may have at most 65536"
         );
+    }
+
+    /// The packed automaton is the dense DFA re-encoded: from the start, every input
+    /// ends with the same patterns (however it is split into parts), on manifests with
+    /// long literals, parameters, catch-alls, method lists and `*`, and none.
+    #[test]
+    fn packed_automaton_agrees_with_the_dense_dfa() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        use regex_automata::dfa::Automaton;
+        use regex_automata::util::{primitives::StateID, start};
+        use regex_automata::Anchored;
+
+        let mut github = String::new();
+        for (i, line) in include_str!("../../benches/data/github.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+        {
+            let (method, path) = line.split_once(' ').unwrap();
+            let class = if i % 3 == 0 { "ide-only" } else { "fleet-ok" };
+            github.push_str(&format!(
+                "[[rule]]\nmethods = [\"{method}\"]\npath = \"{path}\"\nclass = \"{class}\"\nwhy = \"x\"\n"
+            ));
+        }
+        let mut synthetic = String::new();
+        for i in 0..400 {
+            let methods = ["[\"GET\"]", "[\"POST\", \"PUT\"]", "[\"*\"]"][i % 3];
+            let tail = ["{*rest}", "{id}", "x.y~z"][i % 3];
+            synthetic.push_str(&format!(
+                "[[rule]]\nmethods = {methods}\npath = \"/svc{}/{{ws}}/r{i}/{tail}\"\nclass = \"ide-only\"\nwhy = \"x\"\n",
+                i % 7
+            ));
+        }
+        let tiny = "[[rule]]\npath = \"/{x}\"\nclass = \"ide-only\"\nwhy = \"x\"\n\
+                    [[rule]]\npath = \"/\"\nclass = \"ide-only\"\nwhy = \"x\"\n";
+        let mut rng = SmallRng::seed_from_u64(5);
+        for text in [github.as_str(), &synthetic, tiny, ""] {
+            let m = Manifest::from_sources(&src(text)).unwrap();
+            let regexes: Vec<String> = m
+                .patterns
+                .iter()
+                .map(|p| super::regex_for(&m.rules[p.rule as usize]))
+                .collect();
+            let dense = super::build_dense(&regexes).unwrap();
+            let anchored = start::Config::new().anchored(Anchored::Yes);
+            let start = dense.start_state(&anchored).unwrap();
+            let (packed, starts) = super::pack(&dense, &[start]).unwrap();
+            let expected = |mut s: StateID, input: &[u8]| {
+                for &b in input {
+                    s = dense.next_state(s, b);
+                }
+                let s = dense.next_eoi_state(s);
+                if !dense.is_match_state(s) {
+                    return Vec::new();
+                }
+                let mut pids: Vec<u32> = (0..dense.match_len(s))
+                    .map(|i| dense.match_pattern(s, i).as_u32())
+                    .collect();
+                pids.sort_unstable();
+                pids
+            };
+            let mut matched = 0;
+            for _ in 0..1000 {
+                // A random walk that mostly stays alive, with an occasional random byte.
+                let mut input = Vec::new();
+                let mut s = start;
+                while !dense.is_dead_state(s) && input.len() < 120 {
+                    let can_end = dense.is_match_state(dense.next_eoi_state(s));
+                    if rng.gen_ratio(1, if can_end { 3 } else { 100 }) {
+                        break;
+                    }
+                    // Uniform over live byte classes, so `/` ends a parameter soon.
+                    let live: Vec<u8> = (0..=255u8)
+                        .filter(|&b| !dense.is_dead_state(dense.next_state(s, b)))
+                        .collect();
+                    let classes = dense.byte_classes();
+                    let mut reps = live.clone();
+                    reps.dedup_by_key(|b| classes.get(*b));
+                    let b = if live.is_empty() || rng.gen_ratio(1, 30) {
+                        rng.gen()
+                    } else {
+                        let class = classes.get(reps[rng.gen_range(0..reps.len())]);
+                        let members: Vec<u8> = live
+                            .iter()
+                            .copied()
+                            .filter(|&b| classes.get(b) == class)
+                            .collect();
+                        members[rng.gen_range(0..members.len())]
+                    };
+                    input.push(b);
+                    s = dense.next_state(s, b);
+                }
+                for end in 0..=input.len() {
+                    let input = &input[..end];
+                    let want = expected(start, input);
+                    matched += !want.is_empty() as usize;
+                    let (a, rest) = input.split_at(rng.gen_range(0..=input.len()));
+                    let (b, c) = rest.split_at(rng.gen_range(0..=rest.len()));
+                    for parts in [&[input][..], &[a, b, c][..], &[&[][..], input, &[]][..]] {
+                        let got = match packed.matches(packed.walk(starts[0], parts)) {
+                            super::super::packed::Matches::None => Vec::new(),
+                            super::super::packed::Matches::One(p) => vec![p],
+                            super::super::packed::Matches::Many(p) => p.to_vec(),
+                        };
+                        assert_eq!(
+                            got,
+                            want,
+                            "{:?} as {parts:?}",
+                            String::from_utf8_lossy(input)
+                        );
+                    }
+                }
+            }
+            assert!(text.is_empty() || matched > 100, "{matched}");
+        }
+    }
+
+    #[test]
+    fn common_method_indexes_common_methods() {
+        for (i, m) in super::COMMON_METHODS.iter().enumerate() {
+            assert_eq!(super::common_method(m), Some(i));
+        }
+        assert_eq!(super::common_method("get"), None);
+        assert_eq!(super::common_method("PROPFIND"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! * [`pattern`] parses the path-pattern syntax into segments.
 //! * [`load`] reads a directory of TOML files into rules with their `file:line`.
 //! * [`compile`] orders rules by specificity, checks ambiguity, and builds the DFA.
+//! * `packed` re-encodes that DFA into the compact form the classifier walks.
 //! * [`classify`] is the per-request lookup (no allocation, cost independent of rule count).
 //! * [`drift`] compares the manifest with the application's real route list.
 //! * [`diff`] compares how two manifests classify the application's routes.
@@ -13,6 +14,7 @@ pub mod compile;
 pub mod diff;
 pub mod drift;
 pub mod load;
+mod packed;
 pub mod pattern;
 
 use std::fmt;
