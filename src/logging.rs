@@ -506,6 +506,12 @@ impl std::fmt::Display for OptAddr {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// For the tests that look at the pending batch.
+    static BATCH_TESTS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn rustls_is_held_to_errors_unless_everything_is_quieter() {
         assert_eq!(directives("info"), "info,rustls=error");
@@ -516,12 +522,6 @@ mod tests {
             EnvFilter::try_new(directives(level)).expect("a valid filter");
         }
     }
-    use proptest::prelude::*;
-    use std::sync::Arc;
-
-    /// For the tests that look at the pending batch.
-    static BATCH_TESTS: Mutex<()> = Mutex::new(());
-
     #[test]
     fn access_lines_wait_for_a_batch_and_other_lines_write_them_first() {
         let _one_at_a_time = BATCH_TESTS.lock().unwrap_or_else(|p| p.into_inner());

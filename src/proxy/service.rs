@@ -4,8 +4,9 @@
 //! turned into a plain `500` that keeps the connection and the process alive.
 //!
 //! These two used to be tower-http's `SetRequestId`, `PropagateRequestId` and
-//! `CatchPanic`; done here they cost one allocation per request instead of seven (no
-//! extension maps, no boxed response body): see docs/performance.md, tuning log.
+//! `CatchPanic`; done here a request makes about six allocations fewer (21.0 -> 14.8
+//! measured: one shared allocation for a new id, no extension maps, no boxed response
+//! body): see docs/performance.md, tuning log.
 
 use std::convert::Infallible;
 use std::future::Future;
