@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -511,7 +512,7 @@ async fn accept_loop(
             kill: kill.clone(),
             _permit: permit,
         };
-        tokio::spawn(conn.run(tcp, settings.tls.clone()));
+        tokio::spawn(conn.serve(tcp, settings.tls.clone()));
     }
     tracing::info!("stopped accepting connections");
     graceful
@@ -541,25 +542,36 @@ impl Drop for ActiveGuard {
 }
 
 impl Conn {
-    async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
+    /// The connection's task. Built by plain functions rather than one `async fn` so that
+    /// the task (one allocation per connection, alive as long as the connection) holds
+    /// only the served connection and its timers: a plain connection does not carry room
+    /// for a TLS handshake (the TLS path is boxed on its own), and no argument is kept
+    /// beside the future it was moved into. 11.9 KB a task became 2.2 KB.
+    fn serve(
+        self,
+        tcp: TcpStream,
+        tls: Option<TlsAcceptor>,
+    ) -> Either<impl Future<Output = ()> + Send, Pin<Box<dyn Future<Output = ()> + Send>>> {
         let metrics = self.proxy.state().runtime.metrics.clone();
         metrics.connections_active.inc();
-        let _active = ActiveGuard(metrics);
+        let active = ActiveGuard(metrics);
         match tls {
-            None => self.drive(tcp, false).await,
-            Some(acceptor) => {
-                match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => self.drive(stream, true).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed")
-                    }
-                    Err(_) => tracing::debug!(remote = %self.remote, "TLS handshake timed out"),
-                }
-            }
+            None => Either::Left(self.drive(tcp, false, active)),
+            Some(acceptor) => Either::Right(Box::pin(self.handshake(tcp, acceptor, active))),
         }
     }
 
-    async fn drive<I>(self, io: I, tls: bool)
+    async fn handshake(self, tcp: TcpStream, acceptor: TlsAcceptor, active: ActiveGuard) {
+        match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => self.drive(stream, true, active).await,
+            Ok(Err(e)) => {
+                tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed")
+            }
+            Err(_) => tracing::debug!(remote = %self.remote, "TLS handshake timed out"),
+        }
+    }
+
+    fn drive<I>(self, io: I, tls: bool, active: ActiveGuard) -> impl Future<Output = ()> + Send
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -583,31 +595,34 @@ impl Conn {
                 http::header::COOKIE,
             ]))
             .service(ProxyService::new(proxy, info.clone()));
-        let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(SendDeadline::new(io, send)),
-            TowerToHyperService::new(svc),
-        );
-        let conn = watcher.watch(conn);
-        tokio::pin!(conn);
-        let first_head = tokio::time::sleep_until(deadline);
-        tokio::pin!(first_head);
-        let mut waiting_for_head = true;
-        loop {
-            tokio::select! {
-                res = &mut conn => {
-                    if let Err(e) = res {
-                        tracing::debug!(remote = %remote, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = &mut first_head, if waiting_for_head => {
-                    if !info.seen_request.load(Ordering::Relaxed) {
-                        tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
+        let io = TokioIo::new(SendDeadline::new(io, send));
+        let svc = TowerToHyperService::new(svc);
+        async move {
+            let _active = active;
+            let _permit = _permit;
+            // Built inside the task: the connection borrows the builder.
+            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, svc));
+            tokio::pin!(conn);
+            let first_head = tokio::time::sleep_until(deadline);
+            tokio::pin!(first_head);
+            let mut waiting_for_head = true;
+            loop {
+                tokio::select! {
+                    res = &mut conn => {
+                        if let Err(e) = res {
+                            tracing::debug!(remote = %remote, error = %e, "connection ended with an error");
+                        }
                         return;
                     }
-                    waiting_for_head = false;
+                    _ = &mut first_head, if waiting_for_head => {
+                        if !info.seen_request.load(Ordering::Relaxed) {
+                            tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
+                            return;
+                        }
+                        waiting_for_head = false;
+                    }
+                    _ = kill.changed() => return,
                 }
-                _ = kill.changed() => return,
             }
         }
     }
@@ -712,5 +727,49 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for SendDeadline<I> {
             Poll::Pending => self.pending(cx),
             r => self.progressed(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain connection's task is allocated for every connection and lives as long as
+    /// it does: it must not carry room for a TLS handshake, nor copies of what it moved.
+    #[tokio::test]
+    async fn a_plain_connection_task_stays_small() {
+        let snapshot = Arc::try_unwrap(crate::proxy::context::testing::snapshot(4))
+            .unwrap_or_else(|_| panic!("the test snapshot is not shared"));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let runtime = Runtime::new(metrics, Duration::from_secs(1), 1);
+        let proxy = Arc::new(Proxy::new(Arc::new(State::new(snapshot, runtime))));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, remote) = listener.accept().await.unwrap();
+        let settings = ConnSettings::of(&proxy.state().snapshot());
+        let graceful = GracefulShutdown::new();
+        let (_kill_tx, kill) = watch::channel(false);
+        let conn = Conn {
+            proxy: proxy.clone(),
+            builder: settings.builder.clone(),
+            remote,
+            deadline: Instant::now() + settings.header_read,
+            send: settings.send,
+            watcher: graceful.watcher(),
+            kill,
+            _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+        };
+        let task = conn.serve(tcp, None);
+        let bytes = std::mem::size_of_val(&task);
+        // 2.2 KB today (hyper's connection state is 1.7 KB of it); 11.9 KB before the
+        // TLS path was boxed.
+        assert!(
+            bytes <= 3 * 1024,
+            "a plain connection's task is {bytes} bytes"
+        );
+        drop(task);
+        drop(client);
     }
 }
