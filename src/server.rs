@@ -1,8 +1,7 @@
 //! Listeners and the life of the process: binding the data and admin listeners, TLS
 //! (rustls, ALPN `h2`/`http/1.1`), HTTP/1.1 + HTTP/2 + h2c on one port, connection limits,
-//! head-size and head-time limits, what wraps the data path of a connection (sensitive
-//! headers; request ids and the panic answer in [`ProxyService`]), reload on SIGHUP, and
-//! graceful shutdown.
+//! head-size and head-time limits, the connection's task (its data path is
+//! [`ProxyService`]), reload on SIGHUP, and graceful shutdown.
 //!
 //! A new connection is served with the live snapshot's TLS certificate and HTTP limits;
 //! a reload never touches an open connection.
@@ -39,8 +38,6 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceBuilder;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::{Config, RuntimeMode};
 use crate::proxy::{ConnInfo, Proxy, ProxyService};
@@ -586,15 +583,9 @@ impl Conn {
             _permit,
         } = self;
         let info = Arc::new(ConnInfo::new(remote, tls));
-        // Credentials are never printed by a log of the headers; then the data path
-        // (which gives every request an `x-request-id` and turns a panic into a 500).
-        let svc = ServiceBuilder::new()
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                http::header::AUTHORIZATION,
-                http::header::PROXY_AUTHORIZATION,
-                http::header::COOKIE,
-            ]))
-            .service(ProxyService::new(proxy, info.clone()));
+        // The data path (which marks credentials sensitive, gives every request an
+        // `x-request-id` and turns a panic into a 500).
+        let svc = ProxyService::new(proxy, info.clone());
         let io = TokioIo::new(SendDeadline::new(io, send));
         let svc = TowerToHyperService::new(svc);
         async move {

@@ -86,6 +86,20 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Remove hop-by-hop headers and every header named in `Connection`. With `upgrade`,
 /// `Upgrade` survives and `Connection: upgrade` is set again, for the tunnel handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names says which are there: most messages carry none of them, or
+    // only `connection`, and a removal costs a hashed lookup each.
+    let mut present = [false; 8];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        // No `connection` either, so no names listed in one.
+        return;
+    }
     // Names listed in Connection; common tokens are static names, so this rarely allocates.
     let mut named: [Option<HeaderName>; 8] = Default::default();
     let mut extra: Vec<HeaderName> = Vec::new();
@@ -114,12 +128,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named.iter().flatten().chain(extra.iter()) {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
         headers.remove(name);
     }
     if let Some(v) = upgrade_value {
         headers.insert(header::UPGRADE, v);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Marks `authorization`, `proxy-authorization` and `cookie` sensitive: no log of the
+/// headers prints them (and HPACK never indexes them). One pass over the headers.
+pub fn mark_credentials_sensitive(headers: &mut HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if name == header::AUTHORIZATION
+            || name == header::PROXY_AUTHORIZATION
+            || name == header::COOKIE
+        {
+            value.set_sensitive(true);
+        }
     }
 }
 
@@ -297,6 +324,73 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn credentials_are_marked_sensitive_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer app".parse().unwrap());
+        h.append(header::COOKIE, "a=1".parse().unwrap());
+        h.append(header::COOKIE, "b=2".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        h.insert(header::ACCEPT, "*/*".parse().unwrap());
+        mark_credentials_sensitive(&mut h);
+        for (name, value) in &h {
+            assert_eq!(value.is_sensitive(), name != header::ACCEPT, "{name}");
+        }
+        assert!(format!("{h:?}").contains("Sensitive"));
+        assert!(!format!("{h:?}").contains("Zm9v"));
+    }
+
+    /// The one-pass strip agrees with removing every hop-by-hop name and every name that
+    /// `connection` lists, one by one.
+    fn strip_reference(h: &mut HeaderMap, upgrade: bool) {
+        let upgrade_value = upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+            h.remove(name);
+        }
+        if let Some(v) = upgrade_value {
+            h.insert(header::UPGRADE, v);
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strip_agrees_with_removing_each_name(
+            names in proptest::collection::vec(0usize..14, 0..10),
+            listed in proptest::collection::vec(0usize..14, 0..4),
+            upgrade: bool,
+        ) {
+            const POOL: [&str; 14] = [
+                "connection", "proxy-connection", "keep-alive", "te", "transfer-encoding",
+                "upgrade", "proxy-authorization", "proxy-authenticate", "host", "accept",
+                "x-secret", "authorization", "cookie", "close",
+            ];
+            let mut h = HeaderMap::new();
+            for &i in &names {
+                if POOL[i] != "connection" {
+                    h.append(POOL[i], HeaderValue::from_static("v"));
+                }
+            }
+            if !listed.is_empty() {
+                let tokens: Vec<&str> = listed.iter().map(|&i| POOL[i]).collect();
+                h.append(header::CONNECTION, tokens.join(", ").parse().unwrap());
+            }
+            let mut expected = h.clone();
+            strip_reference(&mut expected, upgrade);
+            strip_hop_by_hop(&mut h, upgrade);
+            proptest::prop_assert_eq!(h, expected);
+        }
     }
 
     #[test]

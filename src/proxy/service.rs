@@ -1,12 +1,15 @@
 //! [`Proxy::handle`] as the tower service of one client connection, with what wraps every
-//! request of the data listener: its `x-request-id` (the client's, or 128 random bits in
-//! hex), echoed on the response unless the upstream set one, and a panic in the data path
-//! turned into a plain `500` that keeps the connection and the process alive.
+//! request of the data listener: `authorization`, `proxy-authorization` and `cookie`
+//! marked sensitive (no log of the headers prints them); its `x-request-id` (the
+//! client's, or 128 random bits in hex), echoed on the response unless the upstream set
+//! one; and a panic in the data path turned into a plain `500` that keeps the connection
+//! and the process alive.
 //!
-//! These two used to be tower-http's `SetRequestId`, `PropagateRequestId` and
-//! `CatchPanic`; done here a request makes about six allocations fewer (21.0 -> 14.8
-//! measured: one shared allocation for a new id, no extension maps, no boxed response
-//! body): see docs/performance.md, tuning log.
+//! These used to be tower-http's `SetSensitiveRequestHeaders`, `SetRequestId`,
+//! `PropagateRequestId` and `CatchPanic`; done here a request makes about six allocations
+//! fewer (21.0 -> 14.8 measured: one shared allocation for a new id, no extension maps, no
+//! boxed response body) and the sensitive marking is one pass over the headers instead of
+//! three hashed lookups: see docs/performance.md, tuning log.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +28,10 @@ use super::{Body, ConnInfo, Proxy};
 use crate::body::ResponseBody;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// At most how many headers the data path adds to a request: `x-request-id`, `host`,
+/// `x-forwarded-{host,proto,for}`, `via`, `traceparent`, `x-fleetgate-{via,manifest,generation}`.
+const ADDED_HEADERS: usize = 10;
 
 /// The data path of one connection (see the module docs).
 #[derive(Clone)]
@@ -49,6 +56,11 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let headers = req.headers_mut();
+        super::headers::mark_credentials_sensitive(headers);
+        // Room for what the data path adds (the id, the forwarding headers): one growth
+        // of the map instead of several.
+        headers.reserve(ADDED_HEADERS);
         let id = match req.headers().get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
