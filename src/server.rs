@@ -28,9 +28,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::BoxError;
 use crate::config::{Config, RuntimeMode};
 use crate::proxy::{ConnInfo, Proxy, ProxyService};
 use crate::reload::{BuildError, ConfigSource, Reloader, Trigger};
@@ -383,10 +384,10 @@ impl Worker {
         tokio::spawn(hold_timer_wakeups(exit.clone()));
         match TcpListener::from_std(listener) {
             Ok(listener) => {
-                let graceful =
+                let drain =
                     accept_loop(listener, proxy, connections, stop_accept, kill.clone()).await;
                 tokio::select! {
-                    _ = graceful.shutdown() => {}
+                    _ = drain.shutdown() => {}
                     _ = kill.wait_for(|k| *k) => {}
                 }
             }
@@ -417,7 +418,20 @@ async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<boo
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 connection builder with the limits of one snapshot.
+/// The HTTP/1.1 connection builder with the limits of one snapshot, for a connection
+/// whose first bytes say it is HTTP/1.
+fn http1_builder(config: &Config) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.header_read)
+        .max_buf_size(config.limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b
+}
+
+/// The HTTP/1.1 + HTTP/2 connection builder with the limits of one snapshot, for TLS
+/// connections and for those whose first bytes may begin the HTTP/2 preface. Its HTTP/1
+/// settings are [`http1_builder`]'s.
 fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -439,6 +453,7 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 /// What a new connection is served with: built once per snapshot, reused until the next.
 struct ConnSettings {
     serial: u64,
+    http1: Arc<http1::Builder>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     header_read: Duration,
@@ -449,6 +464,7 @@ impl ConnSettings {
     fn of(snap: &Snapshot) -> ConnSettings {
         ConnSettings {
             serial: snap.serial,
+            http1: Arc::new(http1_builder(&snap.config)),
             builder: Arc::new(http_builder(&snap.config)),
             tls: snap.tls.clone().map(TlsAcceptor::from),
             header_read: snap.config.timeouts.header_read,
@@ -464,10 +480,10 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
-) -> GracefulShutdown {
+) -> Drain {
     let state = proxy.state().clone();
     let mut settings = ConnSettings::of(&state.snapshot());
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -501,23 +517,110 @@ async fn accept_loop(
         }
         let conn = Conn {
             proxy: proxy.clone(),
+            http1: settings.http1.clone(),
             builder: settings.builder.clone(),
             remote,
             deadline: Instant::now() + settings.header_read,
             send: settings.send,
-            watcher: graceful.watcher(),
+            drain: drain.watch(),
             kill: kill.clone(),
             _permit: permit,
         };
         tokio::spawn(conn.serve(tcp, settings.tls.clone()));
     }
     tracing::info!("stopped accepting connections");
-    graceful
+    drain
+}
+
+/// The graceful end of one worker's connections: every connection watches the signal
+/// (an idle HTTP/1.1 connection closes, a busy one after its response, HTTP/2 sends
+/// GOAWAY), and [`Drain::shutdown`] returns once every one of them has ended.
+struct Drain {
+    signal: watch::Sender<bool>,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            signal: watch::channel(false).0,
+        }
+    }
+
+    fn watch(&self) -> watch::Receiver<bool> {
+        self.signal.subscribe()
+    }
+
+    async fn shutdown(self) {
+        self.signal.send_replace(true);
+        self.signal.closed().await;
+    }
+}
+
+/// What the first bytes of a plain connection say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstBytes {
+    /// Not the start of the HTTP/2 preface: HTTP/1, served by hyper's HTTP/1 connection
+    /// alone.
+    Http1,
+    /// The HTTP/2 preface, or too few bytes to tell: hyper-util reads the version.
+    Either,
+    /// The client closed before sending anything.
+    Closed,
+}
+
+/// The client's connection preface of HTTP/2 (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl FirstBytes {
+    fn of(bytes: &[u8]) -> FirstBytes {
+        if bytes.is_empty() {
+            FirstBytes::Closed
+        } else if H2_PREFACE.starts_with(bytes) {
+            FirstBytes::Either
+        } else {
+            FirstBytes::Http1
+        }
+    }
+}
+
+/// Reads (without taking them) a connection's first bytes, to pick its protocol before
+/// hyper reads anything. Served through hyper-util's version detection, an HTTP/1.1
+/// connection's read buffer starts with the few bytes that detection read and then
+/// doubles to 16 KiB; told up front, hyper's own 8 KiB suffices (about 5.6 KB less per
+/// idle connection, measured: docs/performance.md).
+trait PeekFirst {
+    fn first_bytes(&self) -> impl Future<Output = io::Result<FirstBytes>> + Send;
+}
+
+impl PeekFirst for TcpStream {
+    async fn first_bytes(&self) -> io::Result<FirstBytes> {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let n = self.peek(&mut buf).await?;
+        Ok(FirstBytes::of(&buf[..n]))
+    }
+}
+
+impl PeekFirst for tokio_rustls::server::TlsStream<TcpStream> {
+    /// TLS has decrypted bytes already; hyper-util reads the version from them.
+    async fn first_bytes(&self) -> io::Result<FirstBytes> {
+        Ok(FirstBytes::Either)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection being served: by hyper's HTTP/1 connection, or by hyper-util's
+    /// version-detecting one.
+    #[project = ServedProj]
+    enum Served<H1, Auto> {
+        Http1 { #[pin] conn: H1 },
+        Auto { #[pin] conn: Auto },
+    }
 }
 
 /// One accepted connection.
 struct Conn {
     proxy: Arc<Proxy>,
+    http1: Arc<http1::Builder>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     remote: SocketAddr,
     /// The first request head must have arrived by then (covers the TLS handshake and the
@@ -525,7 +628,8 @@ struct Conn {
     deadline: Instant,
     /// `timeouts.send`: see [`SendDeadline`].
     send: Duration,
-    watcher: Watcher,
+    /// [`Drain`]'s signal.
+    drain: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 }
@@ -570,33 +674,70 @@ impl Conn {
 
     fn drive<I>(self, io: I, tls: bool, active: ActiveGuard) -> impl Future<Output = ()> + Send
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: PeekFirst + AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn {
             proxy,
+            http1,
             builder,
             remote,
             deadline,
             send,
-            watcher,
+            mut drain,
             mut kill,
             _permit,
         } = self;
         let info = Arc::new(ConnInfo::new(remote, tls));
         // The data path (which marks credentials sensitive, gives every request an
         // `x-request-id` and turns a panic into a 500).
-        let svc = ProxyService::new(proxy, info.clone());
-        let io = TokioIo::new(SendDeadline::new(io, send));
-        let svc = TowerToHyperService::new(svc);
+        let svc = TowerToHyperService::new(ProxyService::new(proxy, info.clone()));
         async move {
             let _active = active;
             let _permit = _permit;
-            // Built inside the task: the connection borrows the builder.
-            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, svc));
-            tokio::pin!(conn);
             let first_head = tokio::time::sleep_until(deadline);
             tokio::pin!(first_head);
+            let first = tokio::select! {
+                r = io.first_bytes() => r,
+                _ = &mut first_head => {
+                    tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
+                    return;
+                }
+                // Nothing sent yet: nothing to finish.
+                _ = drain.changed() => return,
+                _ = kill.changed() => return,
+            };
+            let io = TokioIo::new(SendDeadline::new(io, send));
+            // Built inside the task: the connection borrows its builder.
+            let conn = match first {
+                Ok(FirstBytes::Http1) => Served::Http1 {
+                    conn: http1.serve_connection(io, svc).with_upgrades(),
+                },
+                // Boxed: this state is the larger, and these connections the fewer.
+                Ok(FirstBytes::Either) => Served::Auto {
+                    conn: Box::pin(builder.serve_connection_with_upgrades(io, svc)),
+                },
+                Ok(FirstBytes::Closed) => return,
+                Err(e) => {
+                    tracing::debug!(remote = %remote, error = %e, "connection failed before its first request");
+                    return;
+                }
+            };
+            tokio::pin!(conn);
+            // An idle HTTP/1.1 connection closes; a busy one after its response; HTTP/2
+            // sends GOAWAY and finishes its streams.
+            macro_rules! graceful_shutdown {
+                ($conn:expr) => {
+                    match $conn.project() {
+                        ServedProj::Http1 { conn } => conn.graceful_shutdown(),
+                        ServedProj::Auto { conn } => conn.get_mut().as_mut().graceful_shutdown(),
+                    }
+                };
+            }
             let mut waiting_for_head = true;
+            let mut draining = *drain.borrow();
+            if draining {
+                graceful_shutdown!(conn.as_mut());
+            }
             loop {
                 tokio::select! {
                     res = &mut conn => {
@@ -612,9 +753,30 @@ impl Conn {
                         }
                         waiting_for_head = false;
                     }
+                    _ = drain.changed(), if !draining => {
+                        draining = true;
+                        graceful_shutdown!(conn.as_mut());
+                    }
                     _ = kill.changed() => return,
                 }
             }
+        }
+    }
+}
+
+impl<H1, Auto, E1, E2> Future for Served<H1, Auto>
+where
+    H1: Future<Output = Result<(), E1>>,
+    Auto: Future<Output = Result<(), E2>>,
+    E1: Into<BoxError>,
+    E2: Into<BoxError>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
+            ServedProj::Auto { conn } => conn.poll(cx).map_err(Into::into),
         }
     }
 }
@@ -725,6 +887,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for SendDeadline<I> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn first_bytes_pick_the_protocol() {
+        assert_eq!(FirstBytes::of(b""), FirstBytes::Closed);
+        assert_eq!(FirstBytes::of(b"GET / HTTP/1.1\r\n"), FirstBytes::Http1);
+        assert_eq!(FirstBytes::of(b"POST /x HTTP/1.1"), FirstBytes::Http1);
+        // Too few bytes to tell, or the preface itself: version detection decides.
+        assert_eq!(FirstBytes::of(b"P"), FirstBytes::Either);
+        assert_eq!(FirstBytes::of(b"PRI * HTTP/2.0\r\n"), FirstBytes::Either);
+        assert_eq!(FirstBytes::of(H2_PREFACE), FirstBytes::Either);
+        assert_eq!(FirstBytes::of(b"PRI * HTTP/1.1\r\n"), FirstBytes::Http1);
+    }
+
     /// A plain connection's task is allocated for every connection and lives as long as
     /// it does: it must not carry room for a TLS handshake, nor copies of what it moved.
     #[tokio::test]
@@ -740,22 +914,23 @@ mod tests {
             .unwrap();
         let (tcp, remote) = listener.accept().await.unwrap();
         let settings = ConnSettings::of(&proxy.state().snapshot());
-        let graceful = GracefulShutdown::new();
+        let drain = Drain::new();
         let (_kill_tx, kill) = watch::channel(false);
         let conn = Conn {
             proxy: proxy.clone(),
+            http1: settings.http1.clone(),
             builder: settings.builder.clone(),
             remote,
             deadline: Instant::now() + settings.header_read,
             send: settings.send,
-            watcher: graceful.watcher(),
+            drain: drain.watch(),
             kill,
             _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
         };
         let task = conn.serve(tcp, None);
         let bytes = std::mem::size_of_val(&task);
-        // 2.2 KB today (hyper's connection state is 1.7 KB of it); 11.9 KB before the
-        // TLS path was boxed.
+        // 1.3 KB today; 11.9 KB before the TLS path and hyper-util's version-detecting
+        // connection were boxed.
         assert!(
             bytes <= 3 * 1024,
             "a plain connection's task is {bytes} bytes"

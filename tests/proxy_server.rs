@@ -349,3 +349,77 @@ async fn shutdown_closes_streams_that_outlive_the_shutdown_timeout() {
         .unwrap();
     assert!(end.is_err(), "the unfinished stream is cut, not completed");
 }
+
+/// A plain connection's protocol is picked from its first bytes before hyper reads
+/// anything: a first byte that could begin the HTTP/2 preface (`P`, as in `POST`) goes
+/// through version detection, which must still serve HTTP/1.1 when the rest arrives later.
+#[tokio::test]
+async fn an_http1_request_whose_first_byte_could_begin_http2_is_served() {
+    let setup = Setup::serve_without_ide().await;
+    let mut s = setup.connect().await;
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(
+        b"UT /threads HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    assert!(
+        text.contains("x-request-id"),
+        "answered by the data path: {text}"
+    );
+    setup.shutdown().await;
+}
+
+/// The HTTP/2 preface split across writes is still HTTP/2 (h2c, prior knowledge): the
+/// server answers with its SETTINGS frame.
+#[tokio::test]
+async fn a_split_http2_preface_is_served_as_http2() {
+    let setup = Setup::serve_without_ide().await;
+    let mut s = setup.connect().await;
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The rest of the preface, then an empty SETTINGS frame.
+    s.write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    assert_eq!(head[3], 0x04, "a SETTINGS frame: {head:?}");
+    assert_eq!(head[4] & 0x01, 0, "not an ACK: the server's own SETTINGS");
+    drop(s);
+    setup.shutdown().await;
+}
+
+/// Plain HTTP/1.1 (the common case, served without version detection) and h2c prior
+/// knowledge on the same port.
+#[tokio::test]
+async fn http1_and_h2c_share_the_port() {
+    let setup = Setup::serve_without_ide().await;
+    let out = raw(
+        setup.srv.addr,
+        b"GET /threads HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .get(setup.url("/threads").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    setup.shutdown().await;
+}
