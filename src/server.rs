@@ -601,9 +601,13 @@ impl PeekFirst for TcpStream {
 }
 
 impl PeekFirst for tokio_rustls::server::TlsStream<TcpStream> {
-    /// TLS has decrypted bytes already; hyper-util reads the version from them.
+    /// ALPN has said it when the client offered it (browsers, most clients); without
+    /// ALPN, hyper-util reads the version from the decrypted bytes.
     async fn first_bytes(&self) -> io::Result<FirstBytes> {
-        Ok(FirstBytes::Either)
+        Ok(match self.get_ref().1.alpn_protocol() {
+            Some(b"http/1.1") => FirstBytes::Http1,
+            _ => FirstBytes::Either,
+        })
     }
 }
 

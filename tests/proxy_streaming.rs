@@ -168,6 +168,56 @@ async fn http2_prior_knowledge_h2c() {
     setup.shutdown().await;
 }
 
+/// Over TLS, ALPN picks the protocol: `h2`, `http/1.1` (served without version
+/// detection), or none offered (version detection reads the decrypted bytes).
+#[tokio::test]
+async fn http1_over_tls_with_and_without_alpn() {
+    let dir = TempDir::new("tls1");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = dir.write("cert.pem", &cert.cert.pem());
+    let key_pem = dir.write("key.pem", &cert.key_pair.serialize_pem());
+    let setup = Setup::role(Role::Serve)
+        .config(|c| {
+            c.tls = Some(fleetgate::config::TlsFiles {
+                cert: cert_pem,
+                key: key_pem,
+            })
+        })
+        .start()
+        .await;
+    for alpn in [Some(b"http/1.1".to_vec()), None] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = alpn.iter().cloned().collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = setup.connect().await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..2 {
+            let req = http::Request::get("/threads")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "ALPN {alpn:?}");
+            assert_eq!(resp.version(), http::Version::HTTP_11);
+            resp.into_body().collect().await.unwrap();
+        }
+    }
+    setup.shutdown().await;
+}
+
 #[tokio::test]
 async fn http2_over_tls_with_alpn() {
     let dir = TempDir::new("tls");
