@@ -420,10 +420,11 @@ async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<boo
 
 /// The HTTP/1.1 connection builder with the limits of one snapshot, for a connection
 /// whose first bytes say it is HTTP/1.
+/// `timeouts.header_read` is not hyper's here but the connection's own lazy clock (see
+/// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for every head.
 fn http1_builder(config: &Config) -> http1::Builder {
     let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.header_read)
+    b.header_read_timeout(None)
         .max_buf_size(config.limits.max_header_bytes.max(8192))
         .keep_alive(true);
     b
@@ -521,6 +522,7 @@ async fn accept_loop(
             builder: settings.builder.clone(),
             remote,
             deadline: Instant::now() + settings.header_read,
+            header_read: settings.header_read,
             send: settings.send,
             drain: drain.watch(),
             kill: kill.clone(),
@@ -630,6 +632,8 @@ struct Conn {
     /// The first request head must have arrived by then (covers the TLS handshake and the
     /// HTTP/2 preface; hyper enforces `header_read` for later HTTP/1.1 heads).
     deadline: Instant,
+    /// `timeouts.header_read`: for an HTTP/1 connection, every later head too.
+    header_read: Duration,
     /// `timeouts.send`: see [`SendDeadline`].
     send: Duration,
     /// [`Drain`]'s signal.
@@ -686,6 +690,7 @@ impl Conn {
             builder,
             remote,
             deadline,
+            header_read,
             send,
             mut drain,
             mut kill,
@@ -737,6 +742,10 @@ impl Conn {
                     }
                 };
             }
+            // HTTP/1: `first_head` keeps timing every head, lazily. Otherwise (HTTP/2, and
+            // HTTP/1 through version detection, where hyper times later heads) only the
+            // first.
+            let every_head = matches!(&*conn, Served::Http1 { .. });
             let mut waiting_for_head = true;
             let mut draining = *drain.borrow();
             if draining {
@@ -751,11 +760,23 @@ impl Conn {
                         return;
                     }
                     _ = &mut first_head, if waiting_for_head => {
-                        if !info.seen_request.load(Ordering::Relaxed) {
+                        if every_head {
+                            let now = crate::proxy::clock_ms();
+                            match info.head_due_ms(header_read) {
+                                Some(due) if due <= now => {
+                                    tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
+                                    return;
+                                }
+                                Some(due) => first_head.as_mut().reset(Instant::now() + Duration::from_millis(due - now)),
+                                // A request is open: no head is awaited until it ends.
+                                None => first_head.as_mut().reset(Instant::now() + header_read),
+                            }
+                        } else if !info.seen_request.load(Ordering::Relaxed) {
                             tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
                             return;
+                        } else {
+                            waiting_for_head = false;
                         }
-                        waiting_for_head = false;
                     }
                     _ = drain.changed(), if !draining => {
                         draining = true;
@@ -926,6 +947,7 @@ mod tests {
             builder: settings.builder.clone(),
             remote,
             deadline: Instant::now() + settings.header_read,
+            header_read: settings.header_read,
             send: settings.send,
             drain: drain.watch(),
             kill,

@@ -423,3 +423,63 @@ async fn http1_and_h2c_share_the_port() {
     assert_eq!(resp.version(), http::Version::HTTP_2);
     setup.shutdown().await;
 }
+
+/// One HTTP/1.1 response read off a raw connection (`content-length` framing).
+async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// HTTP/1.1 keep-alive: every head is timed by `header_read`, not only the first, while
+/// a response slower than `header_read` is not cut (no head is awaited during it).
+#[tokio::test]
+async fn later_heads_are_timed_and_slow_responses_are_not() {
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.header_read = Duration::from_millis(300))
+        .start()
+        .await;
+    let mut s = setup.connect().await;
+    for _ in 0..2 {
+        s.write_all(b"GET /threads/sleep/700 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_one_response(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // Half a head, then silence.
+    s.write_all(b"GET /threads HTTP/1.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the proxy gives up on a slow later head")
+        .ok();
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(setup.fleet.seen().len(), 2);
+    setup.shutdown().await;
+}

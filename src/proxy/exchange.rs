@@ -23,6 +23,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::forward::Answered;
 use crate::proxy::headers::{self, Stamp};
 use crate::proxy::target::Target;
+use crate::proxy::OpenRequest;
 use crate::state::Snapshot;
 use crate::upstream::{InFlight, Upstream, UpstreamError};
 
@@ -48,6 +49,8 @@ pub struct Exchange {
     permit: Option<Permit>,
     /// Why admission control refused the request, if it did.
     shed: Option<&'static str>,
+    /// The request counts as open on its connection until the exchange ends.
+    _open: OpenRequest,
 }
 
 impl Exchange {
@@ -55,6 +58,7 @@ impl Exchange {
         metrics: Arc<Metrics>,
         snap: Arc<Snapshot>,
         parts: &http::request::Parts,
+        open: OpenRequest,
     ) -> Exchange {
         Exchange {
             metrics,
@@ -76,6 +80,7 @@ impl Exchange {
             inflight: None,
             permit: None,
             shed: None,
+            _open: open,
         }
     }
 

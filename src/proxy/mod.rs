@@ -35,8 +35,9 @@ pub mod service;
 pub mod target;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -69,6 +70,11 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Set by the first request; the server closes connections that send none in time.
     pub seen_request: AtomicBool,
+    /// Requests begun on this connection whose responses have not ended.
+    requests_open: AtomicU32,
+    /// When the connection last had no request open (accepted, or its last response
+    /// ended), in ms of [`clock_ms`].
+    idle_since_ms: AtomicU64,
 }
 
 impl ConnInfo {
@@ -78,8 +84,49 @@ impl ConnInfo {
             remote_ip_value: headers::ip_header_value(remote.ip()),
             tls,
             seen_request: AtomicBool::new(false),
+            requests_open: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(clock_ms()),
         }
     }
+
+    /// A request begins on this connection; it is open until the guard is dropped (with
+    /// its response body, or its exchange when answered early).
+    pub fn begin_request(self: &Arc<Self>) -> OpenRequest {
+        self.seen_request.store(true, Ordering::Relaxed);
+        self.requests_open.fetch_add(1, Ordering::Relaxed);
+        OpenRequest(self.clone())
+    }
+
+    /// When the next request head is due (ms of [`clock_ms`]): `header_read` after the
+    /// connection last fell idle; `None` while a request is open (no head is awaited then).
+    /// The server checks it lazily, when a per-connection timer fires, instead of arming a
+    /// timer for every head.
+    pub fn head_due_ms(&self, header_read: Duration) -> Option<u64> {
+        if self.requests_open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
+        Some(idle_since.saturating_add(header_read.as_millis() as u64))
+    }
+}
+
+/// A request open on its connection (see [`ConnInfo::begin_request`]).
+pub struct OpenRequest(Arc<ConnInfo>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(clock_ms(), Ordering::Relaxed);
+        self.0.requests_open.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// The data path of one server.
@@ -110,11 +157,16 @@ impl Proxy {
     }
 
     /// Handle one request from the data listener: the steps of the module docs, in order.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
-        conn.seen_request.store(true, Ordering::Relaxed);
+    pub async fn handle(&self, req: Request<Incoming>, conn: &Arc<ConnInfo>) -> Response<Body> {
+        let open = conn.begin_request();
         let snap = self.state.snapshot();
         let (mut parts, body) = req.into_parts();
-        let mut ex = Exchange::new(self.state.runtime.metrics.clone(), snap.clone(), &parts);
+        let mut ex = Exchange::new(
+            self.state.runtime.metrics.clone(),
+            snap.clone(),
+            &parts,
+            open,
+        );
 
         // normalize: one canonical path, used for classification and upstream alike.
         let options = NormalizeOptions {
