@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderName, HOST};
+use http::header::{self, Entry, HeaderName, HOST};
 use http::{HeaderMap, HeaderValue, Version};
 
 use crate::proxy::error::ProxyError;
@@ -182,14 +182,15 @@ pub fn prepare_upstream_request(
     node: &NodeHeaders,
 ) {
     // Host: HTTP/2 clients send :authority instead; HTTP/1.1 upstreams need Host.
-    if !headers.contains_key(HOST) {
-        if let Some(a) = authority {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                headers.insert(HOST, v);
-            }
-        }
-    }
-    if let Some(host) = headers.get(HOST).cloned() {
+    // (Each lookup hashes the name: one per header, through the entry when it is both
+    // read and written.)
+    let host = match headers.entry(HOST) {
+        Entry::Occupied(e) => Some(e.get().clone()),
+        Entry::Vacant(e) => authority
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .map(|v| e.insert(v).clone()),
+    };
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
     headers.insert(
@@ -203,8 +204,14 @@ pub fn prepare_upstream_request(
         _ => &node.via_11,
     };
     headers.append(header::VIA, via.clone());
-    if !headers.get(&TRACEPARENT).is_some_and(valid_traceparent) {
-        headers.insert(TRACEPARENT, new_traceparent());
+    match headers.entry(TRACEPARENT) {
+        Entry::Occupied(e) if valid_traceparent(e.get()) => {}
+        Entry::Occupied(mut e) => {
+            e.insert(new_traceparent());
+        }
+        Entry::Vacant(e) => {
+            e.insert(new_traceparent());
+        }
     }
     append_list(headers, X_FLEETGATE_VIA, &node.node);
     headers.insert(X_FLEETGATE_MANIFEST, node.manifest.clone());
@@ -213,13 +220,15 @@ pub fn prepare_upstream_request(
 
 /// Append `value` to the comma-separated list in `name`, folding repeated lines into one.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
-    let mut existing = headers.get_all(&name).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(name, value.clone());
-        return;
-    }
+    let mut entry = match headers.entry(name) {
+        Entry::Vacant(e) => {
+            e.insert(value.clone());
+            return;
+        }
+        Entry::Occupied(e) => e,
+    };
     let mut buf = BytesMut::with_capacity(128);
-    for v in existing {
+    for v in entry.iter() {
         if v.is_empty() {
             continue;
         }
@@ -233,7 +242,7 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
     }
     buf.put_slice(value.as_bytes());
     let joined = HeaderValue::from_maybe_shared(buf.freeze()).expect("joined header values");
-    headers.insert(name, joined);
+    entry.insert(joined);
 }
 
 /// `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, ids not all zero.
@@ -453,6 +462,41 @@ mod tests {
         assert_eq!(h[X_FLEETGATE_VIA], "edge, n1");
         assert_eq!(h[X_FLEETGATE_MANIFEST], "sha256:abc");
         assert!(valid_traceparent(&h[TRACEPARENT]), "{:?}", h[TRACEPARENT]);
+    }
+
+    #[test]
+    fn host_from_the_authority_and_traceparent_kept_or_replaced() {
+        let n = node(4);
+        let client = ClientSide {
+            ip: "127.0.0.1".parse().unwrap(),
+            ip_value: ip_header_value("127.0.0.1".parse().unwrap()),
+            tls: true,
+            version: Version::HTTP_2,
+        };
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let authority: http::uri::Authority = "api.example:8443".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, tp.parse().unwrap());
+        prepare_upstream_request(&mut h, Some(&authority), &client, &n);
+        assert_eq!(h[HOST], "api.example:8443");
+        assert_eq!(h[X_FORWARDED_HOST], "api.example:8443");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[header::VIA], "2 n1");
+        assert_eq!(h[TRACEPARENT], tp, "a valid traceparent is kept");
+
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "kept.example".parse().unwrap());
+        h.insert(TRACEPARENT, "garbage".parse().unwrap());
+        h.append(TRACEPARENT, tp.parse().unwrap());
+        prepare_upstream_request(&mut h, Some(&authority), &client, &n);
+        assert_eq!(h[HOST], "kept.example", "a Host is never replaced");
+        assert_eq!(h.get_all(TRACEPARENT).iter().count(), 1);
+        assert!(valid_traceparent(&h[TRACEPARENT]));
+        assert_ne!(
+            h[TRACEPARENT], tp,
+            "the first value decides; an invalid one is replaced"
+        );
     }
 
     #[test]
