@@ -47,13 +47,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::keepalive::{self, KeepAlive, Reuse, POOL_IDLE};
 use super::tls::UpstreamTls;
-use super::{InFlight, Pool, Upstream};
+use super::{Endpoint, InFlight, Pool, Upstream};
 use crate::body::{BodyError, BoxError, RequestBody, RequestProgress};
 use crate::metrics::Metrics;
-
-/// Idle keep-alive connections to upstreams are closed after this long.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// Why an exchange with an upstream failed. The data path turns it into an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +99,8 @@ pub fn enter_worker(index: usize) {
 
 /// The shared client (see the module docs).
 pub struct UpstreamClient {
-    /// The plain keep-alive pools, one per worker thread.
-    clients: Box<[Client<Connector, RequestBody>]>,
+    /// The plain keep-alive connections, one set per worker thread.
+    keepalive: Box<[Arc<KeepAlive>]>,
     /// The plain connector, which TLS clients wrap.
     connector: Connector,
     connect_timeout_ms: Arc<AtomicU64>,
@@ -125,8 +123,8 @@ impl UpstreamClient {
             tls: None,
         };
         UpstreamClient {
-            clients: (0..workers.max(1))
-                .map(|_| build_client(connector.clone()))
+            keepalive: (0..workers.max(1))
+                .map(|_| Arc::new(KeepAlive::default()))
                 .collect(),
             connector,
             connect_timeout_ms,
@@ -141,22 +139,79 @@ impl UpstreamClient {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The keep-alive client for `pool`'s endpoints: this worker's plain one, or the TLS
-    /// target's (built on first use).
-    fn client_for<'p>(&'p self, pool: &'p Pool) -> &'p Client<Connector, RequestBody> {
-        match &pool.tls {
-            None => &self.clients[WORKER.with(|w| w.get()) % self.clients.len()],
-            Some(target) => target.client.get_or_init(|| {
-                build_client(Connector {
-                    tls: Some(TlsConnect {
-                        connector: tokio_rustls::TlsConnector::from(
-                            target.settings.client_config().clone(),
-                        ),
-                        name: target.name.clone(),
-                    }),
-                    ..self.connector.clone()
-                })
-            }),
+    /// The keep-alive client of an `https` pool's target (built on first use).
+    fn tls_client<'p>(&'p self, target: &'p TlsTarget) -> &'p Client<Connector, RequestBody> {
+        target.client.get_or_init(|| {
+            build_client(Connector {
+                tls: Some(TlsConnect {
+                    connector: tokio_rustls::TlsConnector::from(
+                        target.settings.client_config().clone(),
+                    ),
+                    name: target.name.clone(),
+                }),
+                ..self.connector.clone()
+            })
+        })
+    }
+
+    /// This worker's plain keep-alive connections.
+    fn keepalive(&self) -> &Arc<KeepAlive> {
+        &self.keepalive[WORKER.with(|w| w.get()) % self.keepalive.len()]
+    }
+
+    /// One exchange over a plain keep-alive connection to `ep`: an idle one of this
+    /// worker's if there is one, else a new one. A request that an idle connection
+    /// turned out closed before a byte of it was written goes out on a new connection.
+    async fn exchange_plain(
+        &self,
+        ep: &Endpoint,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Reuse>), Failure> {
+        let idle = self.keepalive();
+        if let Some(mut sender) = idle.take(ep.addr) {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(Reuse::new(sender, ep.addr, idle.clone())))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(Failure::exchange(e.into_error().into())),
+                },
+            }
+        }
+        let timeout = Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed));
+        let mut sender = keepalive::connect(ep.addr, timeout)
+            .await
+            .map_err(|e| Failure::connect(e.into(), false))?;
+        // Connected: a connection that fails from here on failed the exchange.
+        sender
+            .ready()
+            .await
+            .map_err(|e| Failure::exchange(e.into()))?;
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok((resp, Some(Reuse::new(sender, ep.addr, idle.clone())))),
+            Err(e) => Err(Failure::exchange(e.into_error().into())),
+        }
+    }
+
+    /// One exchange through the `https` target's client (hyper-util's pooled client).
+    async fn exchange_tls(
+        &self,
+        target: &TlsTarget,
+        ep: &Endpoint,
+        scheme: &http::uri::Scheme,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Reuse>), Failure> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(scheme.clone());
+        uri.authority = Some(ep.authority.clone());
+        uri.path_and_query = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        match self.tls_client(target).request(req).await {
+            Ok(resp) => Ok((resp, None)),
+            Err(err) if err.is_connect() => {
+                let tls = is_tls_failure(&err);
+                Err(Failure::connect(err.into(), tls))
+            }
+            Err(err) => Err(Failure::exchange(err.into())),
         }
     }
 
@@ -184,12 +239,10 @@ impl UpstreamClient {
                 .inc();
             UpstreamError::Unreachable { retry_after }
         })?;
+        let mut inflight = inflight;
         let ep = inflight.endpoint().clone();
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(pool.scheme.clone());
-        uri.authority = Some(ep.authority.clone());
-        uri.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        // Origin form; the https client makes it absolute to find its pool.
+        *req.uri_mut() = Uri::from(pq);
         *req.version_mut() = Version::HTTP_11;
         // HTTP/1.1 requires a Host and an HTTP/1.0 client may have sent none: name the
         // endpoint then, as nginx does.
@@ -200,7 +253,12 @@ impl UpstreamClient {
         }
 
         let progress: Option<Arc<RequestProgress>> = req.body().progress().cloned();
-        let response = self.client_for(pool).request(req);
+        let response = async {
+            match &pool.tls {
+                None => self.exchange_plain(&ep, req).await,
+                Some(target) => self.exchange_tls(target, &ep, &pool.scheme, req).await,
+            }
+        };
         // The first-byte clock starts once the request body has been sent in full.
         let deadline = async {
             if let Some(p) = &progress {
@@ -218,10 +276,18 @@ impl UpstreamClient {
             }
         };
         match result {
-            Ok(resp) => Ok((resp, inflight)),
-            Err(err) => {
-                let tls = err.is_connect() && is_tls_failure(&err);
-                let e = if err.is_connect() {
+            Ok((resp, reuse)) => {
+                if let Some(conn) = reuse {
+                    inflight.reuse(conn);
+                }
+                Ok((resp, inflight))
+            }
+            Err(Failure {
+                error,
+                connect,
+                tls,
+            }) => {
+                let e = if connect {
                     if !tls {
                         pool.eject(&ep);
                     }
@@ -229,10 +295,10 @@ impl UpstreamClient {
                         retry_after: ep.retry_after_secs(),
                     }
                 } else {
-                    classify_client_error(&err)
+                    classify_client_error(error.as_ref())
                 };
                 let kind = if tls { TLS_KIND } else { e.kind() };
-                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(&err), kind, "upstream request failed");
+                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, error = %ErrorChain(error.as_ref()), kind, "upstream request failed");
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[upstream.as_str(), kind])
@@ -516,9 +582,36 @@ impl Drop for TunnelGuard {
     }
 }
 
+/// Why one exchange with an endpoint failed.
+struct Failure {
+    error: BoxError,
+    /// No connection could be made (the request was not sent).
+    connect: bool,
+    /// ... because the TLS handshake failed.
+    tls: bool,
+}
+
+impl Failure {
+    fn connect(error: BoxError, tls: bool) -> Failure {
+        Failure {
+            error,
+            connect: true,
+            tls,
+        }
+    }
+
+    fn exchange(error: BoxError) -> Failure {
+        Failure {
+            error,
+            connect: false,
+            tls: false,
+        }
+    }
+}
+
 /// A failure after the connection was made: whose fault was it?
-fn classify_client_error(err: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source = std::error::Error::source(err);
+fn classify_client_error(err: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut source = Some(err);
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<BodyError>() {
             return match b {

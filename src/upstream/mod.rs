@@ -1,13 +1,14 @@
 //! Upstreams: the endpoints behind `upstreams.fleet` and `upstreams.ide` and the client
 //! that talks to them. Runtime state that outlives a reload lives here: an endpoint's
 //! health, ejection back-off and in-flight count ([`pool`]), and the keep-alive
-//! connections of the shared client ([`client`]). A reload builds new [`Pool`]s that adopt
+//! connections of the shared client ([`keepalive`] for plain http, [`client`] for https). A reload builds new [`Pool`]s that adopt
 //! the endpoints of the old ones whose address did not change. TLS to `https` upstreams
 //! is [`tls`] (the settings) and [`client`] (the handshake).
 //!
 //! Knows nothing of manifests or routing: the data path asks for a pool by [`Upstream`].
 
 pub mod client;
+pub mod keepalive;
 pub mod pool;
 pub mod tls;
 

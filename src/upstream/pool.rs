@@ -24,6 +24,7 @@ use http::uri::{Authority, Scheme};
 use rand::Rng;
 use std::time::Instant;
 
+use super::keepalive::Reuse;
 use super::tls::UpstreamTls;
 use super::{TlsTarget, Upstream};
 use crate::config::UpstreamUrl;
@@ -90,13 +91,20 @@ impl Endpoint {
     }
 }
 
-/// Counts a request against its endpoint until dropped (with the response body).
+/// Counts a request against its endpoint until dropped (with the response body), and
+/// holds the keep-alive connection it was sent on, which goes back to its worker's idle
+/// list then.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight(Arc<Endpoint>, Option<Reuse>);
 
 impl InFlight {
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.0
+    }
+
+    /// The connection the request went out on, reusable once the response has ended.
+    pub fn reuse(&mut self, conn: Reuse) {
+        self.1 = Some(conn);
     }
 }
 
@@ -262,7 +270,7 @@ impl Pool {
         match chosen {
             Some(e) => {
                 e.outstanding.fetch_add(1, Ordering::Relaxed);
-                Ok(InFlight(e.clone()))
+                Ok(InFlight(e.clone(), None))
             }
             None => Err(eps.iter().map(|e| e.retry_after_secs()).min().unwrap_or(1)),
         }

@@ -1,0 +1,245 @@
+//! One worker thread's idle keep-alive connections to plain-http endpoints, and the
+//! connections themselves: hyper's HTTP/1.1 client connection over TCP, driven by a task
+//! on the thread that opened it.
+//!
+//! A connection is taken out for one request and comes back when that request's response
+//! body has ended ([`Reuse`] travels with the response, inside the endpoint's in-flight
+//! count). Idle connections are kept per endpoint address (so a reload that keeps an
+//! endpoint keeps them), the most recently used handed out first, and closed once idle
+//! for [`POOL_IDLE`]: checked whenever the endpoint's list is used, so a list nobody uses
+//! again keeps its connections until the upstream closes them.
+//!
+//! This replaces hyper-util's pooled client for plain endpoints: no pool key to hash, no
+//! lock shared between threads, no task spawned per request to wait for the connection to
+//! become idle again (docs/performance.md, tuning log). `https` endpoints still use
+//! hyper-util's client (see [`super::client`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+
+/// Idle keep-alive connections to upstreams are closed after this long.
+pub const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The sending side of one upstream connection.
+pub type Sender = http1::SendRequest<RequestBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One worker's idle connections (see the module docs).
+#[derive(Default)]
+pub struct KeepAlive {
+    /// By endpoint address; each list oldest first. Only its own worker thread uses it:
+    /// the lock is never contended.
+    idle: Mutex<Vec<(SocketAddr, Vec<Idle>)>>,
+}
+
+impl KeepAlive {
+    /// An idle connection to `addr` that can take a request now, if there is one.
+    /// Connections still finishing their last response stay for later; closed or expired
+    /// ones are dropped.
+    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = &mut idle.iter_mut().find(|(a, _)| *a == addr)?.1;
+        let now = Instant::now();
+        expire(list, now);
+        let ready = list
+            .iter()
+            .rposition(|c| c.sender.is_ready() && !c.sender.is_closed())?;
+        Some(list.remove(ready).sender)
+    }
+
+    /// `sender` is idle again (its last response has ended).
+    fn put(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = match idle.iter().position(|(a, _)| *a == addr) {
+            Some(i) => &mut idle[i].1,
+            None => {
+                idle.push((addr, Vec::new()));
+                &mut idle.last_mut().expect("just pushed").1
+            }
+        };
+        expire(list, now);
+        list.push(Idle { sender, since: now });
+    }
+
+    /// How many idle connections there are (closed ones included until next used).
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap();
+        idle.iter().map(|(_, l)| l.len()).sum()
+    }
+}
+
+/// Drop the connections idle for longer than [`POOL_IDLE`] (the oldest come first) and
+/// those the upstream closed.
+fn expire(list: &mut Vec<Idle>, now: Instant) {
+    let old = list
+        .iter()
+        .take_while(|c| now.saturating_duration_since(c.since) > POOL_IDLE)
+        .count();
+    list.drain(..old);
+    list.retain(|c| !c.sender.is_closed());
+}
+
+/// Open a connection to `addr` within `timeout`; its task runs on the calling thread's
+/// runtime until the connection closes (or is upgraded and handed over).
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Sender> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out (timeouts.connect)",
+            ))
+        }
+    };
+    tcp.set_nodelay(true)?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A connection lent to one request: back to its worker's idle list when dropped (with
+/// the response body, once it has ended).
+pub struct Reuse {
+    sender: Option<Sender>,
+    addr: SocketAddr,
+    pool: Arc<KeepAlive>,
+}
+
+impl Reuse {
+    pub fn new(sender: Sender, addr: SocketAddr, pool: Arc<KeepAlive>) -> Reuse {
+        Reuse {
+            sender: Some(sender),
+            addr,
+            pool,
+        }
+    }
+}
+
+impl std::fmt::Debug for Reuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reuse").field("addr", &self.addr).finish()
+    }
+}
+
+impl Drop for Reuse {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(self.addr, sender);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/1.1 server answering `200 ok` on every request of every connection.
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn get(sender: &mut Sender) {
+        use http_body_util::BodyExt;
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(RequestBody::empty())
+            .unwrap();
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_comes_back_and_is_reused_most_recent_first() {
+        let addr = server().await;
+        let pool = Arc::new(KeepAlive::default());
+        assert!(pool.take(addr).is_none());
+        let mut a = connect(addr, Duration::from_secs(5)).await.unwrap();
+        let mut b = connect(addr, Duration::from_secs(5)).await.unwrap();
+        get(&mut a).await;
+        get(&mut b).await;
+        drop(Reuse::new(a, addr, pool.clone()));
+        drop(Reuse::new(b, addr, pool.clone()));
+        assert_eq!(pool.idle_count(), 2);
+        let mut again = pool.take(addr).expect("an idle connection");
+        get(&mut again).await;
+        assert_eq!(pool.idle_count(), 1);
+        let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(pool.take(other).is_none(), "kept per endpoint");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_handed_out() {
+        // An upstream that accepts, answers nothing and closes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                drop(tcp);
+            }
+        });
+        let pool = Arc::new(KeepAlive::default());
+        let sender = connect(addr, Duration::from_secs(5)).await.unwrap();
+        // The connection task sees the close.
+        for _ in 0..100 {
+            if sender.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sender.is_closed());
+        drop(Reuse::new(sender, addr, pool.clone()));
+        assert!(pool.take(addr).is_none());
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_an_error() {
+        // Bound, never listening (and kept bound: no other test can take the port).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        assert!(connect(addr, Duration::from_secs(5)).await.is_err());
+        drop(socket);
+    }
+}
