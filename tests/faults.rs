@@ -1,6 +1,7 @@
 //! Upstream faults through real sockets: a raw-TCP upstream that refuses, closes, resets
 //! mid-head or mid-body, hangs before its head, sends a malformed head or more body than
-//! it announced; an ide that flaps; a fleet endpoint that dies next to a healthy one.
+//! it announced, or closes its keep-alive connections right after answering; an ide that
+//! flaps; a fleet endpoint that dies next to a healthy one.
 //!
 //! For each: the client gets the documented status and headers, the fault is counted in
 //! `fleetgate_upstream_errors_total{upstream,kind}` under the right kind, a POST is never
@@ -573,4 +574,47 @@ async fn a_dying_fleet_endpoint_loses_at_most_its_in_flight_requests_then_the_ot
     p.assert_nothing_stuck().await;
     let p = Arc::try_unwrap(p).ok().expect("loops ended");
     p.srv.shutdown().await;
+}
+
+/// Sequential requests reuse one keep-alive connection to the upstream.
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let bad = BadUpstream::start(Mode::Healthy).await;
+    let p = Proxy::start(&[bad.addr], None).await;
+    let client = client();
+    for i in 0..5 {
+        let g = request(&client, "GET", &p.url(&format!("/threads/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(g.status, 200);
+    }
+    assert_eq!(bad.count("/threads/"), 5);
+    assert_eq!(
+        bad.connections(),
+        1,
+        "one keep-alive connection served them all"
+    );
+    p.assert_nothing_stuck().await;
+}
+
+/// An upstream that closes each keep-alive connection soon after answering: the closed
+/// connection is never handed out again, every request is answered on a new one, and a
+/// POST is sent once.
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_not_reused() {
+    let bad = BadUpstream::start(Mode::CloseAfterAnswer).await;
+    let p = Proxy::start(&[bad.addr], None).await;
+    let client = client();
+    for i in 0..3 {
+        let g = request(&client, "POST", &p.url(&format!("/orders/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(g.status, 200, "request {i}");
+        // Longer than the upstream keeps the connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(bad.count("POST /orders/"), 3, "{:?}", bad.requests());
+    assert_eq!(bad.connections(), 3);
+    assert_eq!(p.errors("fleet", "protocol").await, 0);
+    p.assert_nothing_stuck().await;
 }

@@ -1,7 +1,8 @@
-//! The upstream client, shared by every request and every snapshot: hyper-util's pooled
-//! keep-alive client over TCP, and over TLS for `https` pools. Keep-alive connections are
-//! keyed by endpoint address, so a reload that keeps an endpoint keeps its idle
-//! connections.
+//! The upstream client, shared by every request and every snapshot. Plain-http endpoints
+//! are reached over keep-alive connections of the worker thread the request runs on
+//! ([`super::keepalive`]); `https` endpoints through hyper-util's pooled client over TLS.
+//! Keep-alive connections are keyed by endpoint address, so a reload that keeps an
+//! endpoint keeps its idle connections.
 //!
 //! TLS: each `https` pool has a [`TlsTarget`], the upstream TLS settings plus the name
 //! certificates are checked against, with a keep-alive client of its own (built on first
@@ -14,21 +15,21 @@
 //! is almost always a certificate or configuration mismatch that a TCP probe cannot see
 //! end, and every endpoint would share it).
 //!
-//! Worker threads (`runtime.mode = "per-core"`): each has a plain keep-alive pool of its
-//! own ([`enter_worker`]), so an upstream connection is driven on the thread whose
+//! Worker threads (`runtime.mode = "per-core"`): each has plain keep-alive connections of
+//! its own ([`enter_worker`]), so an upstream connection is driven on the thread whose
 //! requests use it, and a request never waits for another thread to write it. The
 //! `https` clients are shared by every thread.
 //!
 //! It owns the exchange with one endpoint: pick it from a [`Pool`], connect (within the
-//! connect timeout, which a reload may change: the connector reads it on every connect),
-//! send, wait for the response head (within the first-byte timeout of the request's
-//! snapshot), and report what failed as an [`UpstreamError`]. It also splices upgraded
-//! connections (WebSocket) together and counts the open tunnels.
+//! connect timeout, which a reload may change: it is read on every connect), send, wait
+//! for the response head (within the first-byte timeout of the request's snapshot), and
+//! report what failed as an [`UpstreamError`]. It also splices upgraded connections
+//! (WebSocket) together and counts the open tunnels.
 //!
-//! Retries: hyper-util re-sends a request only when a pooled keep-alive connection turned
-//! out to be closed before a single byte of the request was written to it; nothing that
-//! reached an upstream is ever sent twice, so non-idempotent requests are never retried.
-//! A failed connect ejects the endpoint (see [`super::pool`]).
+//! Retries: a request is re-sent only when an idle keep-alive connection turned out to be
+//! closed before a single byte of the request was written to it (then on a new
+//! connection); nothing that reached an upstream is ever sent twice, so non-idempotent
+//! requests are never retried. A failed connect ejects the endpoint (see [`super::pool`]).
 
 use std::future::Future;
 use std::pin::Pin;

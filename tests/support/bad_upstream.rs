@@ -35,6 +35,9 @@ pub enum Mode {
     HangBeforeHead,
     /// Reads the request and answers with a head that is not HTTP.
     MalformedHead,
+    /// Answers one request [`Mode::Healthy`] (keep-alive, no `Connection: close`), then
+    /// closes the connection 50 ms later: an upstream whose keep-alive timeout is short.
+    CloseAfterAnswer,
     /// Answers `200` with `Content-Length: 5` and writes, in the same segment, those 5
     /// bytes followed by a complete second response (`SMUGGLED`); then keeps serving the
     /// connection with [`Mode::Healthy`] answers.
@@ -215,6 +218,16 @@ async fn serve(tcp: &mut TcpStream, mode: Mode, log: &Log) {
                 let _ = tcp.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
                 let _ = tcp.flush().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            Mode::CloseAfterAnswer => {
+                if tcp.write_all(HEALTHY).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // A clean close (FIN), as an upstream's keep-alive timeout does.
+                let _ = tcp.shutdown().await;
+                let mut sink = [0u8; 1024];
+                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
                 return;
             }
             Mode::OverlongBody => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED",
