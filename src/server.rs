@@ -6,6 +6,12 @@
 //! A new connection is served with the live snapshot's TLS certificate and HTTP limits;
 //! a reload never touches an open connection.
 //!
+//! Protocol: a plain connection's first bytes are peeked at (not read); unless they may
+//! begin the HTTP/2 preface it is served by hyper's HTTP/1 connection directly, as is a
+//! TLS connection whose ALPN says `http/1.1`. The rest go through hyper-util's version
+//! detection. An HTTP/1 connection times its request heads with its own lazy clock
+//! ([`crate::proxy::ConnInfo::head_due_ms`]).
+//!
 //! Threads (`[runtime]`): with `mode = "per-core"` (the default) the data listener is
 //! `workers` sockets bound to one address with `SO_REUSEPORT`, each served by a thread of
 //! its own with a single-threaded runtime; the kernel spreads new connections over them,
