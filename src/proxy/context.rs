@@ -2,7 +2,7 @@
 //! decided, carried in the request's extensions to every layer behind it.
 //!
 //! The decision is computed once per request and travels with it; no later step re-parses
-//! the path or re-reads headers to find out what was decided. [`Proxy::handle`]
+//! the path or re-reads headers to find out what was decided. [`Proxy::handle`](super::Proxy::handle)
 //! (super::Proxy::handle) inserts one [`RequestContext`] into the extensions of every
 //! request it hands to the stack; a layer reads it with [`RequestContext::of`]:
 //!
