@@ -44,18 +44,27 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// An idle connection to `addr` that can take a request now, if there is one.
-    /// Connections still finishing their last response stay for later; closed or expired
-    /// ones are dropped.
+    /// An idle connection to `addr` that can take a request now, if there is one: the
+    /// most recently used first. Closed ones met on the way are dropped; one still
+    /// finishing its last response stays for later. At most [`TAKE_LOOKS`] live ones are
+    /// looked at, so a take costs the same however many connections are idle.
     pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = &mut idle.iter_mut().find(|(a, _)| *a == addr)?.1;
-        let now = Instant::now();
-        expire(list, now);
-        let ready = list
-            .iter()
-            .rposition(|c| c.sender.is_ready() && !c.sender.is_closed())?;
-        Some(list.remove(ready).sender)
+        expire(list, Instant::now());
+        let mut looked = 0;
+        let mut i = list.len();
+        while i > 0 && looked < TAKE_LOOKS {
+            i -= 1;
+            if list[i].sender.is_closed() {
+                list.remove(i);
+            } else if list[i].sender.is_ready() {
+                return Some(list.remove(i).sender);
+            } else {
+                looked += 1;
+            }
+        }
+        None
     }
 
     /// `sender` is idle again (its last response has ended).
@@ -84,15 +93,19 @@ impl KeepAlive {
     }
 }
 
-/// Drop the connections idle for longer than [`POOL_IDLE`] (the oldest come first) and
-/// those the upstream closed.
+/// How many live idle connections a take looks at before it opens a new one instead.
+const TAKE_LOOKS: usize = 4;
+
+/// Drop the connections idle for longer than [`POOL_IDLE`]: the oldest, at the front.
+/// (Closed ones deeper in the list go when a take meets them, or when they expire.)
 fn expire(list: &mut Vec<Idle>, now: Instant) {
     let old = list
         .iter()
         .take_while(|c| now.saturating_duration_since(c.since) > POOL_IDLE)
         .count();
-    list.drain(..old);
-    list.retain(|c| !c.sender.is_closed());
+    if old > 0 {
+        list.drain(..old);
+    }
 }
 
 /// Open a connection to `addr` within `timeout`; its task runs on the calling thread's
