@@ -88,10 +88,13 @@ impl Forward {
             let mut local = Request::new(RequestBody::empty());
             *local.method_mut() = method;
             *local.headers_mut() = headers;
-            match self
-                .client
-                .send(&cx.snapshot.fleet, local, cx.path, first_byte)
-                .await
+            // Boxed: the fallback is rare, and inline it would double this future's size
+            // (boxed for every request).
+            match Box::pin(
+                self.client
+                    .send(&cx.snapshot.fleet, local, cx.path, first_byte),
+            )
+            .await
             {
                 Ok(answer) => {
                     degraded = true;

@@ -169,28 +169,43 @@ impl UpstreamClient {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Reuse>), Failure> {
         let idle = self.keepalive();
-        if let Some(mut sender) = idle.take(ep.addr) {
-            match sender.try_send_request(req).await {
+        let (mut sender, mut reused) = match idle.take(ep.addr) {
+            Some(sender) => (sender, true),
+            None => (self.connect_plain(ep).await?, false),
+        };
+        // One send site, in a loop: each `.await` site keeps room for its future (and
+        // the error is gone before the next one).
+        loop {
+            req = match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(Reuse::new(sender, ep.addr, idle.clone())))),
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(Failure::exchange(e.into_error().into())),
+                    Some(unsent) if reused => unsent,
+                    _ => return Err(Failure::exchange(e.into_error().into())),
                 },
-            }
+            };
+            sender = self.connect_plain(ep).await?;
+            reused = false;
         }
+    }
+
+    /// A new plain connection to `ep`, ready for a request. Boxed: a new connection is
+    /// the rare case, and its handshake's state would make every exchange's future larger.
+    fn connect_plain<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> Pin<Box<dyn Future<Output = Result<keepalive::Sender, Failure>> + Send + 'a>> {
         let timeout = Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed));
-        let mut sender = keepalive::connect(ep.addr, timeout)
-            .await
-            .map_err(|e| Failure::connect(e.into(), false))?;
-        // Connected: a connection that fails from here on failed the exchange.
-        sender
-            .ready()
-            .await
-            .map_err(|e| Failure::exchange(e.into()))?;
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Some(Reuse::new(sender, ep.addr, idle.clone())))),
-            Err(e) => Err(Failure::exchange(e.into_error().into())),
-        }
+        Box::pin(async move {
+            let mut sender = keepalive::connect(ep.addr, timeout)
+                .await
+                .map_err(|e| Failure::connect(e.into(), false))?;
+            // Connected: a connection that fails from here on failed the exchange.
+            sender
+                .ready()
+                .await
+                .map_err(|e| Failure::exchange(e.into()))?;
+            Ok(sender)
+        })
     }
 
     /// One exchange through the `https` target's client (hyper-util's pooled client).
@@ -257,7 +272,8 @@ impl UpstreamClient {
         let response = async {
             match &pool.tls {
                 None => self.exchange_plain(&ep, req).await,
-                Some(target) => self.exchange_tls(target, &ep, &pool.scheme, req).await,
+                // Boxed: it would make every plain exchange's future larger.
+                Some(target) => Box::pin(self.exchange_tls(target, &ep, &pool.scheme, req)).await,
             }
         };
         // The first-byte clock starts once the request body has been sent in full.
