@@ -46,7 +46,7 @@ pub struct KeepAlive {
 impl KeepAlive {
     /// An idle connection to `addr` that can take a request now, if there is one: the
     /// most recently used first. Closed ones met on the way are dropped; one still
-    /// finishing its last response stays for later. At most [`TAKE_LOOKS`] live ones are
+    /// finishing its last response stays for later. At most `TAKE_LOOKS` (4) live ones are
     /// looked at, so a take costs the same however many connections are idle.
     pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
