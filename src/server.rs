@@ -8,8 +8,9 @@
 //!
 //! Protocol: a plain connection's first bytes are peeked at (not read); unless they may
 //! begin the HTTP/2 preface it is served by hyper's HTTP/1 connection directly, as is a
-//! TLS connection whose ALPN says `http/1.1`. The rest go through hyper-util's version
-//! detection. An HTTP/1 connection times its request heads with its own lazy clock
+//! TLS connection whose ALPN says `http/1.1`, or that offered no ALPN and whose first
+//! decrypted bytes (read, then handed back) say HTTP/1. The rest go through hyper-util's
+//! version detection. An HTTP/1 connection times its request heads with its own lazy clock
 //! ([`crate::proxy::ConnInfo::head_due_ms`]).
 //!
 //! Threads (`[runtime]`): with `mode = "per-core"` (the default) the data listener is
@@ -38,7 +39,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -609,13 +610,80 @@ impl PeekFirst for TcpStream {
 }
 
 impl PeekFirst for tokio_rustls::server::TlsStream<TcpStream> {
-    /// ALPN has said it when the client offered it (browsers, most clients); without
-    /// ALPN, hyper-util reads the version from the decrypted bytes.
+    /// ALPN has said it (a client that offered none is served as [`Prefixed`]).
     async fn first_bytes(&self) -> io::Result<FirstBytes> {
         Ok(match self.get_ref().1.alpn_protocol() {
             Some(b"http/1.1") => FirstBytes::Http1,
             _ => FirstBytes::Either,
         })
+    }
+}
+
+/// A stream whose first bytes were read to learn its protocol (TLS without ALPN). It
+/// hands them back first, together with whatever else is ready, so that hyper's first
+/// read holds the whole head (a short first read is what makes hyper grow its buffer).
+struct Prefixed<I> {
+    prefix: [u8; H2_PREFACE.len()],
+    start: usize,
+    end: usize,
+    io: I,
+}
+
+impl<I: Sync> PeekFirst for Prefixed<I> {
+    async fn first_bytes(&self) -> io::Result<FirstBytes> {
+        Ok(FirstBytes::of(&self.prefix[self.start..self.end]))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.start == this.end {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = (this.end - this.start).min(buf.remaining());
+        buf.put_slice(&this.prefix[this.start..this.start + n]);
+        this.start += n;
+        if this.start == this.end && buf.remaining() > 0 {
+            // Whatever else is ready, in the same read. An error (or the end) shows again
+            // on the next read.
+            let _ = Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -677,12 +745,41 @@ impl Conn {
     }
 
     async fn handshake(self, tcp: TcpStream, acceptor: TlsAcceptor, active: ActiveGuard) {
-        match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => self.drive(stream, true, active).await,
+        let stream = match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed")
+                tracing::debug!(remote = %self.remote, error = %e, "TLS handshake failed");
+                return;
             }
-            Err(_) => tracing::debug!(remote = %self.remote, "TLS handshake timed out"),
+            Err(_) => {
+                tracing::debug!(remote = %self.remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        if stream.get_ref().1.alpn_protocol().is_some() {
+            return self.drive(stream, true, active).await;
+        }
+        // No ALPN: the first decrypted bytes say which protocol. They cannot be peeked at
+        // through TLS, so they are read, and handed back first.
+        let mut first = Prefixed {
+            prefix: [0; H2_PREFACE.len()],
+            start: 0,
+            end: 0,
+            io: stream,
+        };
+        let read = first.io.read(&mut first.prefix);
+        match tokio::time::timeout_at(self.deadline, read).await {
+            Ok(Ok(n)) if n > 0 => {
+                first.end = n;
+                self.drive(first, true, active).await
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(remote = %self.remote, error = %e, "connection failed before its first request")
+            }
+            Err(_) => {
+                tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing")
+            }
         }
     }
 

@@ -237,33 +237,40 @@ async fn http2_over_tls_with_alpn() {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = setup.connect().await;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
+    // With ALPN `h2`, and without ALPN (HTTP/2 with prior knowledge over TLS: the first
+    // decrypted bytes say it).
+    for alpn in [Some(b"h2".to_vec()), None] {
+        let mut tls = tls.clone();
+        tls.alpn_protocols = alpn.iter().cloned().collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = setup.connect().await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let port = setup.srv.addr.port();
+        let req = http::Request::get(format!("https://localhost:{port}/threads"))
+            .body(Empty::<Bytes>::new())
             .unwrap();
-    tokio::spawn(conn);
-    let port = setup.srv.addr.port();
-    let req = http::Request::get(format!("https://localhost:{port}/threads"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-fleetgate-target"], "fleet");
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("\"server\":\"fleet\""));
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "ALPN {alpn:?}");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.headers()["x-fleetgate-target"], "fleet");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"server\":\"fleet\""));
+        drop(sender);
+    }
     let seen = setup.fleet.seen();
+    assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
-    drop(sender);
     setup.shutdown().await;
 }
