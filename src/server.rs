@@ -479,6 +479,29 @@ impl ConnSettings {
             send: snap.config.timeouts.send,
         }
     }
+
+    /// A connection just accepted, to be served with these settings.
+    fn conn(
+        &self,
+        proxy: Arc<Proxy>,
+        remote: SocketAddr,
+        drain: watch::Receiver<bool>,
+        kill: watch::Receiver<bool>,
+        permit: OwnedSemaphorePermit,
+    ) -> Conn {
+        Conn {
+            proxy,
+            http1: self.http1.clone(),
+            builder: self.builder.clone(),
+            remote,
+            deadline: Instant::now() + self.header_read,
+            header_read: self.header_read,
+            send: self.send,
+            drain,
+            kill,
+            _permit: permit,
+        }
+    }
 }
 
 /// Accept until told to stop; returns the handle that drains the open connections.
@@ -523,18 +546,7 @@ async fn accept_loop(
         if snap.serial != settings.serial {
             settings = ConnSettings::of(&snap);
         }
-        let conn = Conn {
-            proxy: proxy.clone(),
-            http1: settings.http1.clone(),
-            builder: settings.builder.clone(),
-            remote,
-            deadline: Instant::now() + settings.header_read,
-            header_read: settings.header_read,
-            send: settings.send,
-            drain: drain.watch(),
-            kill: kill.clone(),
-            _permit: permit,
-        };
+        let conn = settings.conn(proxy.clone(), remote, drain.watch(), kill.clone(), permit);
         tokio::spawn(conn.serve(tcp, settings.tls.clone()));
     }
     tracing::info!("stopped accepting connections");
@@ -864,7 +876,7 @@ impl Conn {
                     }
                     _ = &mut first_head, if waiting_for_head => {
                         if every_head {
-                            let now = crate::proxy::clock_ms();
+                            let now = crate::upstream::pool::clock_ms();
                             match info.head_due_ms(header_read) {
                                 Some(due) if due <= now => {
                                     tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
@@ -1044,18 +1056,8 @@ mod tests {
         let settings = ConnSettings::of(&proxy.state().snapshot());
         let drain = Drain::new();
         let (_kill_tx, kill) = watch::channel(false);
-        let conn = Conn {
-            proxy: proxy.clone(),
-            http1: settings.http1.clone(),
-            builder: settings.builder.clone(),
-            remote,
-            deadline: Instant::now() + settings.header_read,
-            header_read: settings.header_read,
-            send: settings.send,
-            drain: drain.watch(),
-            kill,
-            _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-        };
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let conn = settings.conn(proxy.clone(), remote, drain.watch(), kill, permit);
         let task = conn.serve(tcp, None);
         let bytes = std::mem::size_of_val(&task);
         // 1.3 KB today; 11.9 KB before the TLS path and hyper-util's version-detecting

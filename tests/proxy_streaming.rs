@@ -168,38 +168,65 @@ async fn http2_prior_knowledge_h2c() {
     setup.shutdown().await;
 }
 
-/// Over TLS, ALPN picks the protocol: `h2`, `http/1.1` (served without version
-/// detection), or none offered (version detection reads the decrypted bytes).
-#[tokio::test]
-async fn http1_over_tls_with_and_without_alpn() {
-    let dir = TempDir::new("tls1");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_pem = dir.write("cert.pem", &cert.cert.pem());
-    let key_pem = dir.write("key.pem", &cert.key_pair.serialize_pem());
-    let setup = Setup::role(Role::Serve)
-        .config(|c| {
-            c.tls = Some(fleetgate::config::TlsFiles {
-                cert: cert_pem,
-                key: key_pem,
+/// A serve node with `[tls]` (a self-signed certificate for `localhost`), and a client
+/// TLS stream to it offering `alpn` (none when `None`).
+struct TlsProxy {
+    setup: Setup,
+    cert: rcgen::CertifiedKey,
+    _dir: TempDir,
+}
+
+impl TlsProxy {
+    async fn start() -> TlsProxy {
+        let dir = TempDir::new("tls");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert_pem = dir.write("cert.pem", &cert.cert.pem());
+        let key_pem = dir.write("key.pem", &cert.key_pair.serialize_pem());
+        let setup = Setup::role(Role::Serve)
+            .config(|c| {
+                c.tls = Some(fleetgate::config::TlsFiles {
+                    cert: cert_pem,
+                    key: key_pem,
+                })
             })
-        })
-        .start()
-        .await;
-    for alpn in [Some(b"http/1.1".to_vec()), None] {
+            .start()
+            .await;
+        TlsProxy {
+            setup,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    async fn connect(
+        &self,
+        alpn: Option<&[u8]>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
+        roots.add(self.cert.cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = alpn.iter().cloned().collect();
+        tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-        let tcp = setup.connect().await;
+        let tcp = self.setup.connect().await;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let stream = connector.connect(name, tcp).await.unwrap();
-        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn);
+        stream
+    }
+}
+
+/// Over TLS, ALPN picks the protocol: `h2`, `http/1.1` (served without version
+/// detection), or none offered (the first decrypted bytes say it).
+#[tokio::test]
+async fn http1_over_tls_with_and_without_alpn() {
+    let p = TlsProxy::start().await;
+    for alpn in [Some(&b"http/1.1"[..]), None] {
+        let stream = p.connect(alpn).await;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
@@ -215,49 +242,22 @@ async fn http1_over_tls_with_and_without_alpn() {
             resp.into_body().collect().await.unwrap();
         }
     }
-    setup.shutdown().await;
+    p.setup.shutdown().await;
 }
 
 #[tokio::test]
 async fn http2_over_tls_with_alpn() {
-    let dir = TempDir::new("tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_pem = dir.write("cert.pem", &cert.cert.pem());
-    let key_pem = dir.write("key.pem", &cert.key_pair.serialize_pem());
-    let setup = Setup::role(Role::Serve)
-        .config(|c| {
-            c.tls = Some(fleetgate::config::TlsFiles {
-                cert: cert_pem,
-                key: key_pem,
-            })
-        })
-        .start()
-        .await;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let p = TlsProxy::start().await;
     // With ALPN `h2`, and without ALPN (HTTP/2 with prior knowledge over TLS: the first
     // decrypted bytes say it).
-    for alpn in [Some(b"h2".to_vec()), None] {
-        let mut tls = tls.clone();
-        tls.alpn_protocols = alpn.iter().cloned().collect();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-        let tcp = setup.connect().await;
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = connector.connect(name, tcp).await.unwrap();
-        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+    for alpn in [Some(&b"h2"[..]), None] {
+        let stream = p.connect(alpn).await;
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        let port = setup.srv.addr.port();
+        let port = p.setup.srv.addr.port();
         let req = http::Request::get(format!("https://localhost:{port}/threads"))
             .body(Empty::<Bytes>::new())
             .unwrap();
@@ -269,8 +269,8 @@ async fn http2_over_tls_with_alpn() {
         assert!(String::from_utf8_lossy(&body).contains("\"server\":\"fleet\""));
         drop(sender);
     }
-    let seen = setup.fleet.seen();
+    let seen = p.setup.fleet.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
-    setup.shutdown().await;
+    p.setup.shutdown().await;
 }

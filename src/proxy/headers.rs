@@ -440,6 +440,17 @@ mod tests {
         assert_eq!(check_loop(&h, &n), Err(ProxyError::TooManyHops));
     }
 
+    /// A client on 127.0.0.1.
+    fn loopback_client(tls: bool, version: Version) -> ClientSide {
+        let ip = "127.0.0.1".parse().unwrap();
+        ClientSide {
+            ip,
+            ip_value: ip_header_value(ip),
+            tls,
+            version,
+        }
+    }
+
     #[test]
     fn forwarding_headers() {
         let n = node(4);
@@ -448,12 +459,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
         h.append(X_FORWARDED_FOR, "10.0.0.2".parse().unwrap());
         h.insert(X_FLEETGATE_VIA, "edge".parse().unwrap());
-        let client = ClientSide {
-            ip: "127.0.0.1".parse().unwrap(),
-            ip_value: ip_header_value("127.0.0.1".parse().unwrap()),
-            tls: false,
-            version: Version::HTTP_11,
-        };
+        let client = loopback_client(false, Version::HTTP_11);
         prepare_upstream_request(&mut h, None, &client, &n);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");
@@ -467,12 +473,7 @@ mod tests {
     #[test]
     fn host_from_the_authority_and_traceparent_kept_or_replaced() {
         let n = node(4);
-        let client = ClientSide {
-            ip: "127.0.0.1".parse().unwrap(),
-            ip_value: ip_header_value("127.0.0.1".parse().unwrap()),
-            tls: true,
-            version: Version::HTTP_2,
-        };
+        let client = loopback_client(true, Version::HTTP_2);
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let authority: http::uri::Authority = "api.example:8443".parse().unwrap();
         let mut h = HeaderMap::new();

@@ -73,7 +73,7 @@ pub struct ConnInfo {
     /// Requests begun on this connection whose responses have not ended.
     requests_open: AtomicU32,
     /// When the connection last had no request open (accepted, or its last response
-    /// ended), in ms of [`clock_ms`].
+    /// ended), in ms of [`clock_ms`](crate::upstream::pool::clock_ms).
     idle_since_ms: AtomicU64,
 }
 
@@ -85,7 +85,7 @@ impl ConnInfo {
             tls,
             seen_request: AtomicBool::new(false),
             requests_open: AtomicU32::new(0),
-            idle_since_ms: AtomicU64::new(clock_ms()),
+            idle_since_ms: AtomicU64::new(crate::upstream::pool::clock_ms()),
         }
     }
 
@@ -97,7 +97,7 @@ impl ConnInfo {
         OpenRequest(self.clone())
     }
 
-    /// When the next request head is due (ms of [`clock_ms`]): `header_read` after the
+    /// When the next request head is due (ms of [`clock_ms`](crate::upstream::pool::clock_ms)): `header_read` after the
     /// connection last fell idle; `None` while a request is open (no head is awaited then).
     /// The server checks it lazily, when a per-connection timer fires, instead of arming a
     /// timer for every head.
@@ -115,18 +115,11 @@ pub struct OpenRequest(Arc<ConnInfo>);
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.idle_since_ms.store(clock_ms(), Ordering::Relaxed);
+        self.0
+            .idle_since_ms
+            .store(crate::upstream::pool::clock_ms(), Ordering::Relaxed);
         self.0.requests_open.fetch_sub(1, Ordering::Release);
     }
-}
-
-/// Milliseconds on a monotonic clock that starts with the process.
-pub fn clock_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
 }
 
 /// The data path of one server.

@@ -41,14 +41,15 @@ pub struct Endpoint {
     pub authority: Authority,
     outstanding: AtomicUsize,
     ejected: AtomicBool,
-    /// While ejected: when the next probe may run ([`clock`] milliseconds).
+    /// While ejected: when the next probe may run ([`clock_ms`] milliseconds).
     retry_at_ms: AtomicU64,
     /// The current ejection back-off, in milliseconds.
     backoff_ms: AtomicU64,
 }
 
-/// Milliseconds on a monotonic clock that starts with the process.
-fn clock() -> u64 {
+/// Milliseconds on a monotonic clock that starts with the process (also the data path's
+/// clock for a connection's lazy head timeout).
+pub fn clock_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -79,7 +80,7 @@ impl Endpoint {
         let left = self
             .retry_at_ms
             .load(Ordering::Relaxed)
-            .saturating_sub(clock());
+            .saturating_sub(clock_ms());
         left.div_ceil(1000).max(1) as u32
     }
 
@@ -87,7 +88,7 @@ impl Endpoint {
     fn hold_off(&self, backoff: Duration) {
         let ms = backoff.as_millis() as u64;
         self.backoff_ms.store(ms, Ordering::Relaxed);
-        self.retry_at_ms.store(clock() + ms, Ordering::Relaxed);
+        self.retry_at_ms.store(clock_ms() + ms, Ordering::Relaxed);
     }
 }
 
@@ -293,7 +294,7 @@ impl Pool {
     pub async fn probe_ejected(&self, connect_timeout: Duration) {
         let eps = self.endpoints();
         for ep in eps.iter().filter(|e| e.is_ejected()) {
-            if ep.retry_at_ms.load(Ordering::Relaxed) > clock() {
+            if ep.retry_at_ms.load(Ordering::Relaxed) > clock_ms() {
                 continue;
             }
             let ok = matches!(
