@@ -24,6 +24,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `fleetgate_connections_active`
     pub connections_active: IntGauge,
+    /// `fleetgate_connections_parked`
+    pub connections_parked: IntGauge,
     /// `fleetgate_upstream_ejections_total{upstream}`
     pub ejections: IntCounterVec,
     /// `fleetgate_reload_total{result}`
@@ -147,6 +149,11 @@ impl Metrics {
         let connections_active = IntGauge::new(
             "fleetgate_connections_active",
             "Open downstream connections.",
+        )
+        .expect("valid metric");
+        let connections_parked = IntGauge::new(
+            "fleetgate_connections_parked",
+            "Idle HTTP/1.1 client connections held without HTTP buffers until they send again.",
         )
         .expect("valid metric");
         let ejections = IntCounterVec::new(
@@ -273,6 +280,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(connections_active.clone()),
+            Box::new(connections_parked.clone()),
             Box::new(ejections.clone()),
             Box::new(reloads.clone()),
             Box::new(reload_last_success.clone()),
@@ -296,6 +304,7 @@ impl Metrics {
             duration,
             upstream_errors,
             connections_active,
+            connections_parked,
             ejections,
             reloads,
             reload_last_success,
@@ -478,6 +487,7 @@ mod tests {
         }
         for plain in [
             "fleetgate_connections_active",
+            "fleetgate_connections_parked",
             "fleetgate_super_read_only",
             "fleetgate_version_skew",
             "fleetgate_skewed_requests_total",

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -46,7 +47,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::BoxError;
 use crate::config::{Config, RuntimeMode};
 use crate::proxy::{ConnInfo, Proxy, ProxyService};
 use crate::reload::{BuildError, ConfigSource, Reloader, Trigger};
@@ -604,46 +604,94 @@ impl FirstBytes {
     }
 }
 
-/// Reads (without taking them) a connection's first bytes, to pick its protocol before
-/// hyper reads anything. Served through hyper-util's version detection, an HTTP/1.1
-/// connection's read buffer starts with the few bytes that detection read and then
-/// doubles to 16 KiB; told up front, hyper's own 8 KiB suffices (about 5.6 KB less per
-/// idle connection, measured: docs/performance.md).
-trait PeekFirst {
+/// What the connection's task needs of a client stream besides reading and writing.
+trait ClientIo {
+    /// Reads (without taking them) the first bytes, to pick the protocol before hyper
+    /// reads anything. Served through hyper-util's version detection, an HTTP/1.1
+    /// connection's read buffer starts with the few bytes that detection read and then
+    /// doubles to 16 KiB; told up front, hyper's own 8 KiB suffices (about 5.6 KB less per
+    /// idle connection, measured: docs/performance.md).
     fn first_bytes(&self) -> impl Future<Output = io::Result<FirstBytes>> + Send;
+
+    /// Waits until there is something to read (or the end, or an error), reading nothing:
+    /// how a parked connection waits.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-impl PeekFirst for TcpStream {
+impl ClientIo for TcpStream {
     async fn first_bytes(&self) -> io::Result<FirstBytes> {
         let mut buf = [0u8; H2_PREFACE.len()];
         let n = self.peek(&mut buf).await?;
         Ok(FirstBytes::of(&buf[..n]))
     }
+
+    async fn readable(&self) -> io::Result<()> {
+        TcpStream::readable(self).await
+    }
 }
 
-impl PeekFirst for tokio_rustls::server::TlsStream<TcpStream> {
-    /// ALPN has said it (a client that offered none is served as [`Prefixed`]).
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    /// ALPN has said it (a client that offered none is served with the first bytes
+    /// read, see [`Prefixed`]).
     async fn first_bytes(&self) -> io::Result<FirstBytes> {
         Ok(match self.get_ref().1.alpn_protocol() {
             Some(b"http/1.1") => FirstBytes::Http1,
             _ => FirstBytes::Either,
         })
     }
+
+    /// A reader that stopped at "nothing more" left no decrypted bytes behind, so the
+    /// socket says when there is more.
+    async fn readable(&self) -> io::Result<()> {
+        self.get_ref().0.readable().await
+    }
 }
 
-/// A stream whose first bytes were read to learn its protocol (TLS without ALPN). It
-/// hands them back first, together with whatever else is ready, so that hyper's first
-/// read holds the whole head (a short first read is what makes hyper grow its buffer).
+/// A client stream with bytes already read from it, handed back first: the first bytes of
+/// a TLS connection without ALPN (read to learn its protocol), or what hyper had read
+/// and not used when it let the connection go (a parked connection, an upgrade). The
+/// prefix comes together with whatever else is ready, so that hyper's first read holds
+/// the whole head (a short first read is what makes hyper grow its buffer).
 struct Prefixed<I> {
-    prefix: [u8; H2_PREFACE.len()],
-    start: usize,
-    end: usize,
+    prefix: Bytes,
     io: I,
 }
 
-impl<I: Sync> PeekFirst for Prefixed<I> {
+impl<I> Prefixed<I> {
+    fn new(io: I) -> Prefixed<I> {
+        Prefixed {
+            prefix: Bytes::new(),
+            io,
+        }
+    }
+
+    /// Hand `bytes` back before anything not yet handed back.
+    fn unread(&mut self, bytes: Bytes) {
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else if !bytes.is_empty() {
+            let mut both = Vec::with_capacity(bytes.len() + self.prefix.len());
+            both.extend_from_slice(&bytes);
+            both.extend_from_slice(&self.prefix);
+            self.prefix = Bytes::from(both);
+        }
+    }
+}
+
+impl<I: ClientIo + Sync> ClientIo for Prefixed<I> {
     async fn first_bytes(&self) -> io::Result<FirstBytes> {
-        Ok(FirstBytes::of(&self.prefix[self.start..self.end]))
+        if self.prefix.is_empty() {
+            return self.io.first_bytes().await;
+        }
+        let n = self.prefix.len().min(H2_PREFACE.len());
+        Ok(FirstBytes::of(&self.prefix[..n]))
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        if self.prefix.is_empty() {
+            return self.io.readable().await;
+        }
+        Ok(())
     }
 }
 
@@ -654,13 +702,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.start == this.end {
+        if this.prefix.is_empty() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
-        let n = (this.end - this.start).min(buf.remaining());
-        buf.put_slice(&this.prefix[this.start..this.start + n]);
-        this.start += n;
-        if this.start == this.end && buf.remaining() > 0 {
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        if this.prefix.is_empty() && buf.remaining() > 0 {
             // Whatever else is ready, in the same read. An error (or the end) shows again
             // on the next read.
             let _ = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -699,16 +746,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A connection being served: by hyper's HTTP/1 connection, or by hyper-util's
-    /// version-detecting one.
-    #[project = ServedProj]
-    enum Served<H1, Auto> {
-        Http1 { #[pin] conn: H1 },
-        Auto { #[pin] conn: Auto },
-    }
-}
-
 /// One accepted connection.
 struct Conn {
     proxy: Arc<Proxy>,
@@ -716,7 +753,7 @@ struct Conn {
     builder: Arc<auto::Builder<TokioExecutor>>,
     remote: SocketAddr,
     /// The first request head must have arrived by then (covers the TLS handshake and the
-    /// HTTP/2 preface; hyper enforces `header_read` for later HTTP/1.1 heads).
+    /// HTTP/2 preface).
     deadline: Instant,
     /// `timeouts.header_read`: for an HTTP/1 connection, every later head too.
     header_read: Duration,
@@ -736,6 +773,19 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// An HTTP/1.1 connection idle this long is parked: hyper's connection (its two 8 KiB
+/// buffers, its state, the header maps it recycles) is let go, and the connection waits
+/// for its next bytes with none of it; hyper's connection is built again when they come.
+/// Idle, not merely between two requests: a busy connection is never parked, and a timer
+/// checks lazily (it fires at most once a second a connection).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The data path as hyper's service.
+type Svc = TowerToHyperService<ProxyService>;
+
+/// A connection's stream as hyper gets it.
+type Served<I> = SendDeadline<Prefixed<I>>;
+
 impl Conn {
     /// The connection's task. Built by plain functions rather than one `async fn` so that
     /// the task (one allocation per connection, alive as long as the connection) holds
@@ -751,7 +801,7 @@ impl Conn {
         metrics.connections_active.inc();
         let active = ActiveGuard(metrics);
         match tls {
-            None => Either::Left(self.drive(tcp, false, active)),
+            None => Either::Left(self.drive(Prefixed::new(tcp), false, active)),
             Some(acceptor) => Either::Right(Box::pin(self.handshake(tcp, acceptor, active))),
         }
     }
@@ -768,22 +818,18 @@ impl Conn {
                 return;
             }
         };
-        if stream.get_ref().1.alpn_protocol().is_some() {
+        let mut stream = Prefixed::new(stream);
+        if stream.io.get_ref().1.alpn_protocol().is_some() {
             return self.drive(stream, true, active).await;
         }
         // No ALPN: the first decrypted bytes say which protocol. They cannot be peeked at
         // through TLS, so they are read, and handed back first.
-        let mut first = Prefixed {
-            prefix: [0; H2_PREFACE.len()],
-            start: 0,
-            end: 0,
-            io: stream,
-        };
-        let read = first.io.read(&mut first.prefix);
+        let mut first = [0; H2_PREFACE.len()];
+        let read = stream.io.read(&mut first);
         match tokio::time::timeout_at(self.deadline, read).await {
             Ok(Ok(n)) if n > 0 => {
-                first.end = n;
-                self.drive(first, true, active).await
+                stream.unread(Bytes::copy_from_slice(&first[..n]));
+                self.drive(stream, true, active).await
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -795,9 +841,14 @@ impl Conn {
         }
     }
 
-    fn drive<I>(self, io: I, tls: bool, active: ActiveGuard) -> impl Future<Output = ()> + Send
+    fn drive<I>(
+        self,
+        io: Prefixed<I>,
+        tls: bool,
+        active: ActiveGuard,
+    ) -> impl Future<Output = ()> + Send
     where
-        I: PeekFirst + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: ClientIo + AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
     {
         let Conn {
             proxy,
@@ -816,13 +867,15 @@ impl Conn {
         // `x-request-id` and turns a panic into a 500).
         let svc = TowerToHyperService::new(ProxyService::new(proxy, info.clone()));
         async move {
-            let _active = active;
+            let active = active;
             let _permit = _permit;
-            let first_head = tokio::time::sleep_until(deadline);
-            tokio::pin!(first_head);
+            // The connection's one timer: the first head's deadline, then (HTTP/1) every
+            // later head's and the moment to park, checked lazily.
+            let clock = tokio::time::sleep_until(deadline);
+            tokio::pin!(clock);
             let first = tokio::select! {
                 r = io.first_bytes() => r,
-                _ = &mut first_head => {
+                _ = &mut clock => {
                     tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
                     return;
                 }
@@ -830,93 +883,259 @@ impl Conn {
                 _ = drain.changed() => return,
                 _ = kill.changed() => return,
             };
-            let io = TokioIo::new(SendDeadline::new(io, send));
-            // Built inside the task: the connection borrows its builder.
-            let conn = match first {
-                Ok(FirstBytes::Http1) => Served::Http1 {
-                    conn: http1.serve_connection(io, svc).with_upgrades(),
-                },
-                // Boxed: this state is the larger, and these connections the fewer.
-                Ok(FirstBytes::Either) => Served::Auto {
-                    conn: Box::pin(builder.serve_connection_with_upgrades(io, svc)),
-                },
-                Ok(FirstBytes::Closed) => return,
-                Err(e) => {
-                    tracing::debug!(remote = %remote, error = %e, "connection failed before its first request");
-                    return;
-                }
+            let io = SendDeadline::new(io, send);
+            let draining = *drain.borrow();
+            let mut life = Life {
+                info,
+                remote,
+                header_read,
+                drain,
+                kill,
+                draining,
             };
-            tokio::pin!(conn);
-            // An idle HTTP/1.1 connection closes; a busy one after its response; HTTP/2
-            // sends GOAWAY and finishes its streams.
-            macro_rules! graceful_shutdown {
-                ($conn:expr) => {
-                    match $conn.project() {
-                        ServedProj::Http1 { conn } => conn.graceful_shutdown(),
-                        ServedProj::Auto { conn } => conn.get_mut().as_mut().graceful_shutdown(),
-                    }
-                };
-            }
-            // HTTP/1: `first_head` keeps timing every head, lazily. Otherwise (HTTP/2, and
-            // HTTP/1 through version detection, where hyper times later heads) only the
-            // first.
-            let every_head = matches!(&*conn, Served::Http1 { .. });
-            let mut waiting_for_head = true;
-            let mut draining = *drain.borrow();
-            if draining {
-                graceful_shutdown!(conn.as_mut());
-            }
-            loop {
-                tokio::select! {
-                    res = &mut conn => {
-                        if let Err(e) = res {
-                            tracing::debug!(remote = %remote, error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = &mut first_head, if waiting_for_head => {
-                        if every_head {
-                            let now = crate::upstream::pool::clock_ms();
-                            match info.head_due_ms(header_read) {
-                                Some(due) if due <= now => {
-                                    tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
-                                    return;
-                                }
-                                Some(due) => first_head.as_mut().reset(Instant::now() + Duration::from_millis(due - now)),
-                                // A request is open: no head is awaited until it ends.
-                                None => first_head.as_mut().reset(Instant::now() + header_read),
-                            }
-                        } else if !info.seen_request.load(Ordering::Relaxed) {
-                            tracing::debug!(remote = %remote, "no request head within timeouts.header_read; closing");
-                            return;
-                        } else {
-                            waiting_for_head = false;
-                        }
-                    }
-                    _ = drain.changed(), if !draining => {
-                        draining = true;
-                        graceful_shutdown!(conn.as_mut());
-                    }
-                    _ = kill.changed() => return,
+            match first {
+                Ok(FirstBytes::Http1) => {
+                    life.info.handover.enable();
+                    life.http1(&http1, io, svc, clock, &active.0).await
+                }
+                // Boxed: this state is the larger, and these connections the fewer.
+                Ok(FirstBytes::Either) => Box::pin(life.auto(&builder, io, svc, clock)).await,
+                Ok(FirstBytes::Closed) => {}
+                Err(e) => {
+                    tracing::debug!(remote = %remote, error = %e, "connection failed before its first request")
                 }
             }
         }
     }
 }
 
-impl<H1, Auto, E1, E2> Future for Served<H1, Auto>
-where
-    H1: Future<Output = Result<(), E1>>,
-    Auto: Future<Output = Result<(), E2>>,
-    E1: Into<BoxError>,
-    E2: Into<BoxError>,
-{
-    type Output = Result<(), BoxError>;
+/// What a served connection watches besides hyper: its clock's findings, the drain and the
+/// kill signals.
+struct Life {
+    info: Arc<ConnInfo>,
+    remote: SocketAddr,
+    header_read: Duration,
+    drain: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
+    /// The drain signal has been seen: an idle HTTP/1.1 connection closes, a busy one
+    /// after its response; HTTP/2 sends GOAWAY and finishes its streams.
+    draining: bool,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
-            ServedProj::Auto { conn } => conn.poll(cx).map_err(Into::into),
+/// What the connection's clock found when it fired.
+#[derive(Debug, PartialEq, Eq)]
+enum Tick {
+    /// No request head within `header_read` of falling idle.
+    Late,
+    /// Idle for [`PARK_AFTER`]: park.
+    Park,
+    /// Nothing yet; look again then.
+    Next(Duration),
+}
+
+impl Tick {
+    /// `idle_since`: [`ConnInfo::idle_since_ms`]; `may_park`: whether parking is open to
+    /// this connection now.
+    fn of(now: u64, idle_since: Option<u64>, header_read: Duration, may_park: bool) -> Tick {
+        let header_read_ms = header_read.as_millis() as u64;
+        let park_ms = PARK_AFTER.as_millis() as u64;
+        let Some(idle) = idle_since else {
+            // A request is open: no head is awaited until it ends.
+            return Tick::Next(if may_park {
+                header_read.min(PARK_AFTER)
+            } else {
+                header_read
+            });
+        };
+        let due = idle.saturating_add(header_read_ms);
+        if due <= now {
+            return Tick::Late;
+        }
+        let park_at = idle.saturating_add(park_ms);
+        if may_park && park_at <= now {
+            return Tick::Park;
+        }
+        let next = if may_park { due.min(park_at) } else { due };
+        Tick::Next(Duration::from_millis(next - now))
+    }
+}
+
+/// How a parked connection's wait ended.
+enum Parked {
+    /// Bytes (or the end) arrived: serve again.
+    Resume,
+    /// The drain signal: close it.
+    Drain,
+    /// Late, or killed: drop it.
+    Gone,
+}
+
+impl Life {
+    /// Serve with hyper's HTTP/1 connection. hyper runs without closing the socket when it
+    /// is done, so that the connection can be taken back from it: to park it when idle
+    /// (see [`PARK_AFTER`]), and to hand it to the tunnel after a `101` (see
+    /// [`crate::proxy::upgrade`]). Every request head is timed here, lazily (see
+    /// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for each.
+    async fn http1<I>(
+        &mut self,
+        builder: &http1::Builder,
+        mut io: Served<I>,
+        mut svc: Svc,
+        mut clock: Pin<&mut tokio::time::Sleep>,
+        metrics: &crate::metrics::Metrics,
+    ) where
+        I: ClientIo + AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    {
+        loop {
+            let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+            if self.draining {
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+            let mut parking = false;
+            let ended = loop {
+                tokio::select! {
+                    r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                    _ = clock.as_mut() => {
+                        // Not before its first request: until then hyper counts the
+                        // connection busy, and parking would close it after that request.
+                        let may_park = !parking
+                            && !self.draining
+                            && self.info.seen_request.load(Ordering::Relaxed);
+                        let now = crate::upstream::pool::clock_ms();
+                        match Tick::of(now, self.info.idle_since_ms(), self.header_read, may_park) {
+                            Tick::Late => {
+                                tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
+                                return;
+                            }
+                            Tick::Park => {
+                                // Idle: hyper closes its connection at once, and gives the
+                                // stream back (with any bytes it read and did not use).
+                                parking = true;
+                                Pin::new(&mut conn).graceful_shutdown();
+                            }
+                            Tick::Next(after) => clock.as_mut().reset(Instant::now() + after),
+                        }
+                    }
+                    _ = self.drain.changed(), if !self.draining => {
+                        self.draining = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                    _ = self.kill.changed() => return,
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(remote = %self.remote, error = %e, "connection ended with an error");
+                return;
+            }
+            let parts = conn.into_parts();
+            svc = parts.service;
+            io = parts.io.into_inner();
+            io.io.unread(parts.read_buf);
+            if parking && !self.draining {
+                metrics.connections_parked.inc();
+                let parked = self.parked(&io, clock.as_mut()).await;
+                metrics.connections_parked.dec();
+                match parked {
+                    Parked::Resume => continue,
+                    Parked::Drain => return self.close(io).await,
+                    Parked::Gone => return,
+                }
+            }
+            if let Some(tunnel) = self.info.handover.take_waiting() {
+                // A `101` was written: the stream is the tunnel's now.
+                let _ = tunnel.send(Box::new(io));
+                return;
+            }
+            // hyper is done with the connection (the client closed, keep-alive ended, the
+            // drain): end it as hyper would have.
+            return self.close(io).await;
+        }
+    }
+
+    /// A parked connection's wait for its next bytes.
+    async fn parked<I>(&mut self, io: &Served<I>, mut clock: Pin<&mut tokio::time::Sleep>) -> Parked
+    where
+        I: ClientIo + Sync,
+    {
+        loop {
+            tokio::select! {
+                r = io.io.readable() => {
+                    return match r {
+                        Ok(()) => Parked::Resume,
+                        Err(e) => {
+                            tracing::debug!(remote = %self.remote, error = %e, "parked connection failed");
+                            Parked::Gone
+                        }
+                    };
+                }
+                _ = clock.as_mut() => {
+                    let now = crate::upstream::pool::clock_ms();
+                    match Tick::of(now, self.info.idle_since_ms(), self.header_read, false) {
+                        Tick::Next(after) => clock.as_mut().reset(Instant::now() + after),
+                        Tick::Late | Tick::Park => {
+                            tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
+                            return Parked::Gone;
+                        }
+                    }
+                }
+                _ = self.drain.changed(), if !self.draining => {
+                    self.draining = true;
+                    return Parked::Drain;
+                }
+                _ = self.kill.changed() => return Parked::Gone,
+            }
+        }
+    }
+
+    /// Close the connection the way hyper does at its end: shut the write side (TLS:
+    /// `close_notify` first), within `timeouts.send`, unless killed first.
+    async fn close<I: AsyncWrite + Unpin>(&mut self, mut io: Served<I>) {
+        use tokio::io::AsyncWriteExt;
+        tokio::select! {
+            _ = io.shutdown() => {}
+            _ = self.kill.changed() => {}
+        }
+    }
+
+    /// Serve through hyper-util's version detection (HTTP/2, and HTTP/1 when the first
+    /// bytes could not tell). hyper times later HTTP/1 heads here; the clock only the
+    /// first.
+    async fn auto<I>(
+        &mut self,
+        builder: &auto::Builder<TokioExecutor>,
+        io: Served<I>,
+        svc: Svc,
+        mut clock: Pin<&mut tokio::time::Sleep>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        if self.draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        let mut waiting_for_head = true;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(remote = %self.remote, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = clock.as_mut(), if waiting_for_head => {
+                    if !self.info.seen_request.load(Ordering::Relaxed) {
+                        tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
+                        return;
+                    }
+                    waiting_for_head = false;
+                }
+                _ = self.drain.changed(), if !self.draining => {
+                    self.draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = self.kill.changed() => return,
+            }
         }
     }
 }

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use crate::admission::Permit;
 use crate::body::RequestBody;
@@ -70,7 +69,7 @@ impl Forward {
 
         // The client's side of an upgrade, kept for the tunnel.
         let client_upgrade = if route.upgrade {
-            req.extensions_mut().remove::<OnUpgrade>()
+            req.extensions_mut().remove::<super::upgrade::ClientUpgrade>()
         } else {
             None
         };

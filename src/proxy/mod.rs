@@ -33,6 +33,7 @@ pub mod headers;
 pub mod normalize;
 pub mod service;
 pub mod target;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -75,6 +76,8 @@ pub struct ConnInfo {
     /// When the connection last had no request open (accepted, or its last response
     /// ended), in ms of [`clock_ms`](crate::upstream::pool::clock_ms).
     idle_since_ms: AtomicU64,
+    /// Upgraded connections handed from the connection's task to the tunnel.
+    pub handover: upgrade::Handover,
 }
 
 impl ConnInfo {
@@ -86,6 +89,7 @@ impl ConnInfo {
             seen_request: AtomicBool::new(false),
             requests_open: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(crate::upstream::pool::clock_ms()),
+            handover: upgrade::Handover::default(),
         }
     }
 
@@ -97,16 +101,23 @@ impl ConnInfo {
         OpenRequest(self.clone())
     }
 
+    /// Since when no request has been open on this connection (ms of
+    /// [`clock_ms`](crate::upstream::pool::clock_ms)): since it was accepted or its last
+    /// response ended; `None` while a request is open.
+    pub fn idle_since_ms(&self) -> Option<u64> {
+        if self.requests_open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.idle_since_ms.load(Ordering::Relaxed))
+    }
+
     /// When the next request head is due (ms of [`clock_ms`](crate::upstream::pool::clock_ms)): `header_read` after the
     /// connection last fell idle; `None` while a request is open (no head is awaited then).
     /// The server checks it lazily, when a per-connection timer fires, instead of arming a
     /// timer for every head.
     pub fn head_due_ms(&self, header_read: Duration) -> Option<u64> {
-        if self.requests_open.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
-        Some(idle_since.saturating_add(header_read.as_millis() as u64))
+        self.idle_since_ms()
+            .map(|idle| idle.saturating_add(header_read.as_millis() as u64))
     }
 }
 
@@ -230,6 +241,13 @@ impl Proxy {
             upgrade: headers::is_upgrade_request(parts.version, &parts.headers),
         };
         ex.route = Some(route);
+        if route.upgrade {
+            // The client's side of the switch, for the tunnel (see upgrade.rs).
+            let hyper = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            if let Some(client) = conn.handover.client_upgrade(hyper) {
+                parts.extensions.insert(client);
+            }
+        }
 
         // guard: writes that a stateless replica would lose go to the ide, or nowhere.
         let verdict = guard::check(

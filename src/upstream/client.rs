@@ -41,7 +41,6 @@ use std::time::Duration;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -53,6 +52,7 @@ use super::tls::UpstreamTls;
 use super::{Endpoint, InFlight, Pool, Upstream};
 use crate::body::{BodyError, BoxError, RequestBody, RequestProgress};
 use crate::metrics::Metrics;
+use crate::proxy::upgrade::ClientUpgrade;
 
 /// Why an exchange with an upstream failed. The data path turns it into an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +337,7 @@ impl UpstreamClient {
     /// tunnel closes.
     pub fn tunnel<H: Send + 'static>(
         &self,
-        client: OnUpgrade,
+        client: ClientUpgrade,
         upstream_resp: &mut Response<Incoming>,
         hold: H,
     ) {
@@ -347,9 +347,9 @@ impl UpstreamClient {
         tokio::spawn(async move {
             let _open = TunnelGuard(tunnels);
             let _hold = hold;
-            match tokio::try_join!(client, upstream) {
-                Ok((c, u)) => {
-                    let mut c = TokioIo::new(c);
+            let upstream = async { upstream.await.map_err(BoxError::from) };
+            match tokio::try_join!(client.into_io(), upstream) {
+                Ok((mut c, u)) => {
                     let mut u = TokioIo::new(u);
                     if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
                         tracing::debug!(error = %e, "upgrade tunnel closed with an error");
