@@ -987,6 +987,11 @@ impl Life {
         I: ClientIo + AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
     {
         loop {
+            // The clock's next look comes no later than a park would.
+            let look = Instant::now() + PARK_AFTER;
+            if clock.deadline() > look {
+                clock.as_mut().reset(look);
+            }
             let mut conn = builder.serve_connection(TokioIo::new(io), svc);
             if self.draining {
                 Pin::new(&mut conn).graceful_shutdown();
@@ -996,16 +1001,18 @@ impl Life {
                 tokio::select! {
                     r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                     _ = clock.as_mut() => {
-                        // Not before its first request: until then hyper counts the
-                        // connection busy, and parking would close it after that request.
-                        let may_park = !parking
-                            && !self.draining
-                            && self.info.seen_request.load(Ordering::Relaxed);
+                        let may_park = !parking && !self.draining;
                         let now = crate::upstream::pool::clock_ms();
                         match Tick::of(now, self.info.idle_since_ms(), self.header_read, may_park) {
                             Tick::Late => {
                                 tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
                                 return;
+                            }
+                            // Not before its first request: until then hyper counts the
+                            // connection busy, and parking would close it after that
+                            // request. Look again in a while.
+                            Tick::Park if !self.info.seen_request.load(Ordering::Relaxed) => {
+                                clock.as_mut().reset(Instant::now() + PARK_AFTER);
                             }
                             Tick::Park => {
                                 // Idle: hyper closes its connection at once, and gives the
@@ -1256,6 +1263,40 @@ mod tests {
         assert_eq!(FirstBytes::of(b"PRI * HTTP/2.0\r\n"), FirstBytes::Either);
         assert_eq!(FirstBytes::of(H2_PREFACE), FirstBytes::Either);
         assert_eq!(FirstBytes::of(b"PRI * HTTP/1.1\r\n"), FirstBytes::Http1);
+    }
+
+    #[test]
+    fn the_clock_parks_idle_connections_and_closes_late_ones() {
+        let hr = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        // Idle since 1000 ms.
+        assert_eq!(Tick::of(1500, Some(1000), hr, true), Tick::Next(ms(500)));
+        assert_eq!(Tick::of(2000, Some(1000), hr, true), Tick::Park);
+        assert_eq!(Tick::of(2000, Some(1000), hr, false), Tick::Next(ms(9000)));
+        assert_eq!(Tick::of(11_000, Some(1000), hr, true), Tick::Late);
+        assert_eq!(Tick::of(11_000, Some(1000), hr, false), Tick::Late);
+        // A request open: look again later.
+        assert_eq!(Tick::of(5000, None, hr, true), Tick::Next(PARK_AFTER));
+        assert_eq!(Tick::of(5000, None, hr, false), Tick::Next(hr));
+        // `header_read` shorter than PARK_AFTER: closed before it would be parked.
+        let short = ms(300);
+        assert_eq!(Tick::of(1200, Some(1000), short, true), Tick::Next(ms(100)));
+        assert_eq!(Tick::of(1300, Some(1000), short, true), Tick::Late);
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_come_back_first() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        theirs.write_all(b"world").await.unwrap();
+        let mut stream = Prefixed::new(ours);
+        stream.unread(Bytes::from_static(b"lo "));
+        stream.unread(Bytes::new());
+        stream.unread(Bytes::from_static(b"hel"));
+        assert_eq!(&stream.prefix[..], b"hello ");
+        let mut got = [0u8; 11];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
     }
 
     /// A plain connection's task is allocated for every connection and lives as long as

@@ -424,34 +424,6 @@ async fn http1_and_h2c_share_the_port() {
     setup.shutdown().await;
 }
 
-/// One HTTP/1.1 response read off a raw connection (`content-length` framing).
-async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&buf).into_owned();
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("a response within 10 s")
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed mid-response: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// HTTP/1.1 keep-alive: every head is timed by `header_read`, not only the first, while
 /// a response slower than `header_read` is not cut (no head is awaited during it).
 #[tokio::test]
@@ -481,5 +453,84 @@ async fn later_heads_are_timed_and_slow_responses_are_not() {
         String::from_utf8_lossy(&rest)
     );
     assert_eq!(setup.fleet.seen().len(), 2);
+    setup.shutdown().await;
+}
+
+/// An idle HTTP/1.1 keep-alive connection is parked (hyper's connection let go) and
+/// serves its next request; a head that had begun before the parking keeps its bytes.
+#[tokio::test]
+async fn idle_connections_are_parked_and_serve_again() {
+    let setup = Setup::role(Role::Serve).start().await;
+    let mut s = setup.connect().await;
+    s.write_all(b"GET /threads/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gauge_reaches(&setup, PARKED, 1).await;
+
+    // Woken by a whole request.
+    s.write_all(b"GET /threads/2 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(gauge(&setup, PARKED).await, 0);
+
+    // Half a head, read by hyper before the connection is parked (its bytes come back
+    // from hyper then), the rest after.
+    s.write_all(b"GET /threads/3 HTTP/1.1\r\nho").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    s.write_all(b"st: x\r\nx-part: two\r\n\r\n").await.unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+
+    let seen = setup.fleet.seen();
+    let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/threads/1", "/threads/2", "/threads/3"]);
+    assert_eq!(seen[2].headers["x-part"], "two");
+    setup.shutdown().await;
+}
+
+/// Shutdown closes a parked connection (a FIN, no answer) and does not wait for it.
+#[tokio::test]
+async fn shutdown_closes_parked_connections() {
+    let setup = Setup::role(Role::Serve).start().await;
+    let mut s = setup.connect().await;
+    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gauge_reaches(&setup, PARKED, 1).await;
+    let handle = setup.srv.shutdown_handle();
+    handle.trigger();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("a parked connection is closed by the drain")
+        .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    tokio::time::timeout(Duration::from_secs(10), setup.srv.wait())
+        .await
+        .expect("shutdown does not wait for parked connections");
+}
+
+/// `header_read` still bounds a parked connection: it is closed once the next head is late.
+#[tokio::test]
+async fn a_parked_connection_is_closed_when_its_next_head_is_late() {
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.header_read = Duration::from_millis(2500))
+        .start()
+        .await;
+    let mut s = setup.connect().await;
+    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gauge_reaches(&setup, PARKED, 1).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed once header_read has passed")
+        .ok();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    gauge_reaches(&setup, PARKED, 0).await;
     setup.shutdown().await;
 }

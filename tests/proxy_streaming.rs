@@ -86,6 +86,39 @@ async fn websocket_echo_through_the_proxy() {
     setup.shutdown().await;
 }
 
+/// A WebSocket opened on a keep-alive connection that had been parked: the connection is
+/// served again, and after the `101` its task hands the stream to the tunnel.
+#[tokio::test]
+async fn websocket_on_a_connection_that_was_parked() {
+    use tokio::io::AsyncWriteExt;
+    let setup = Setup::serve().await;
+    let mut s = setup.connect().await;
+    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gauge_reaches(&setup, PARKED, 1).await;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(format!("ws://{}/ws/term/1", setup.srv.addr), s),
+    )
+    .await
+    .unwrap()
+    .expect("websocket handshake on the parked connection");
+    ws.send(Message::Text("after parking".into()))
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, Message::Text("after parking".into()));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    setup.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_256_mib_upload_streams_through_in_bounded_memory() {
     // Role ide: the upload is a write to the local application.

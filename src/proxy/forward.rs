@@ -69,7 +69,8 @@ impl Forward {
 
         // The client's side of an upgrade, kept for the tunnel.
         let client_upgrade = if route.upgrade {
-            req.extensions_mut().remove::<super::upgrade::ClientUpgrade>()
+            req.extensions_mut()
+                .remove::<super::upgrade::ClientUpgrade>()
         } else {
             None
         };

@@ -99,13 +99,18 @@ mod tests {
     #[tokio::test]
     async fn a_handed_over_connection_reaches_the_tunnel() {
         let handover = Handover::default();
-        assert!(handover.client_upgrade(None).is_none(), "not enabled, no hyper upgrade");
+        assert!(
+            handover.client_upgrade(None).is_none(),
+            "not enabled, no hyper upgrade"
+        );
         handover.enable();
         let upgrade = handover.client_upgrade(None).expect("enabled");
         let tx = handover.take_waiting().expect("a tunnel waits");
         assert!(handover.take_waiting().is_none(), "taken once");
         let (ours, mut theirs) = tokio::io::duplex(64);
-        tx.send(Box::new(ours)).ok().expect("the tunnel still waits");
+        tx.send(Box::new(ours))
+            .ok()
+            .expect("the tunnel still waits");
         let mut io = upgrade.into_io().await.unwrap();
         io.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 2];

@@ -709,3 +709,58 @@ pub async fn requests_answered(loops: Vec<tokio::task::JoinHandle<(usize, Vec<St
     }
     total
 }
+
+/// One HTTP/1.1 response read off a raw connection (`content-length` framing).
+pub async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The value of a label-less gauge in the proxy's metrics.
+pub async fn gauge(setup: &Setup, name: &str) -> i64 {
+    let text = metrics(&setup.srv).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Poll the gauge until it reads `want` (the proxy parks a connection after a second).
+pub async fn gauge_reaches(setup: &Setup, name: &str, want: i64) {
+    let wait = async {
+        while gauge(setup, name).await != want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{name} never read {want}"));
+}
+
+/// `fleetgate_connections_parked`
+pub const PARKED: &str = "fleetgate_connections_parked";
