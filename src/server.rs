@@ -229,6 +229,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         stop_bg_rx.clone(),
     ));
     tokio::spawn(state.clone().maintain_upstreams(stop_bg_rx.clone()));
+    tokio::spawn(crate::memory::give_back_freed(stop_bg_rx.clone()));
     tokio::spawn(reload_on_sighup(reloader.clone(), stop_bg_rx.clone()));
     if watch_files {
         tokio::spawn(reloader.clone().watch(stop_bg_rx.clone()));
@@ -665,11 +666,15 @@ impl<I> Prefixed<I> {
         }
     }
 
-    /// Hand `bytes` back before anything not yet handed back.
+    /// Hand `bytes` back before anything not yet handed back. (Empty bytes are dropped,
+    /// not kept: hyper's are a view of its whole read buffer.)
     fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
         if self.prefix.is_empty() {
             self.prefix = bytes;
-        } else if !bytes.is_empty() {
+        } else {
             let mut both = Vec::with_capacity(bytes.len() + self.prefix.len());
             both.extend_from_slice(&bytes);
             both.extend_from_slice(&self.prefix);
@@ -707,6 +712,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         }
         let n = this.prefix.len().min(buf.remaining());
         buf.put_slice(&this.prefix.split_to(n));
+        if this.prefix.is_empty() {
+            // Let go of the buffer the prefix was a view of.
+            this.prefix = Bytes::new();
+        }
         if this.prefix.is_empty() && buf.remaining() > 0 {
             // Whatever else is ready, in the same read. An error (or the end) shows again
             // on the next read.
@@ -1040,6 +1049,7 @@ impl Life {
             io.io.unread(parts.read_buf);
             if parking && !self.draining {
                 metrics.connections_parked.inc();
+                crate::memory::parked();
                 let parked = self.parked(&io, clock.as_mut()).await;
                 metrics.connections_parked.dec();
                 match parked {
