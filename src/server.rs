@@ -11,7 +11,9 @@
 //! TLS connection whose ALPN says `http/1.1`, or that offered no ALPN and whose first
 //! decrypted bytes (read, then handed back) say HTTP/1. The rest go through hyper-util's
 //! version detection. An HTTP/1 connection times its request heads with its own lazy clock
-//! ([`crate::proxy::ConnInfo::head_due_ms`]).
+//! ([`crate::proxy::ConnInfo::head_due_ms`]), is parked when idle for [`PARK_AFTER`]
+//! (hyper's connection and its buffers let go until the next bytes come), and after a
+//! `101` hands its stream to the tunnel itself ([`crate::proxy::upgrade`]).
 //!
 //! Threads (`[runtime]`): with `mode = "per-core"` (the default) the data listener is
 //! `workers` sockets bound to one address with `SO_REUSEPORT`, each served by a thread of

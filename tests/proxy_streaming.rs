@@ -254,7 +254,8 @@ impl TlsProxy {
 }
 
 /// Over TLS, ALPN picks the protocol: `h2`, `http/1.1` (served without version
-/// detection), or none offered (the first decrypted bytes say it).
+/// detection), or none offered (the first decrypted bytes say it). An idle HTTP/1.1
+/// connection over TLS is parked, and serves again.
 #[tokio::test]
 async fn http1_over_tls_with_and_without_alpn() {
     let p = TlsProxy::start().await;
@@ -263,8 +264,11 @@ async fn http1_over_tls_with_and_without_alpn() {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
-        tokio::spawn(conn);
-        for _ in 0..2 {
+        let conn = tokio::spawn(conn);
+        for round in 0..3 {
+            if round == 2 {
+                gauge_reaches(&p.setup, PARKED, 1).await;
+            }
             let req = http::Request::get("/threads")
                 .header("host", "localhost")
                 .body(Empty::<Bytes>::new())
@@ -274,6 +278,9 @@ async fn http1_over_tls_with_and_without_alpn() {
             assert_eq!(resp.version(), http::Version::HTTP_11);
             resp.into_body().collect().await.unwrap();
         }
+        // Closed by the client (it is parked no more).
+        drop(sender);
+        conn.await.unwrap().unwrap();
     }
     p.setup.shutdown().await;
 }
