@@ -12,7 +12,8 @@
 //! 2. **runtime**: [`upstream`] (pools, endpoint health, the client), [`admission`]
 //!    (bulkheads: fair per-tenant slots, queueing, shedding), [`body`] (streaming
 //!    bodies), [`state`] (the swappable `Snapshot` and the runtime state that survives a
-//!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`).
+//!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`),
+//!    [`memory`] (freed memory handed back to the kernel).
 //! 3. **data path**: [`proxy`], one module per step of a request's life (normalize,
 //!    classify, target, forward headers, forward, respond) and one error mapping.
 //! 4. **edges**: [`server`] (listeners, TLS, shutdown), [`admin`], [`cli`] (one module

@@ -13,7 +13,7 @@
 //! version detection. An HTTP/1 connection times its request heads with its own lazy clock
 //! ([`crate::proxy::ConnInfo::head_due_ms`]), is parked when idle for [`PARK_AFTER`]
 //! (hyper's connection and its buffers let go until the next bytes come), and after a
-//! `101` hands its stream to the tunnel itself ([`crate::proxy::upgrade`]).
+//! `101` hands its stream to the tunnel itself ([`crate::upstream::upgrade`]).
 //!
 //! Threads (`[runtime]`): with `mode = "per-core"` (the default) the data listener is
 //! `workers` sockets bound to one address with `SO_REUSEPORT`, each served by a thread of
@@ -985,7 +985,7 @@ impl Life {
     /// Serve with hyper's HTTP/1 connection. hyper runs without closing the socket when it
     /// is done, so that the connection can be taken back from it: to park it when idle
     /// (see [`PARK_AFTER`]), and to hand it to the tunnel after a `101` (see
-    /// [`crate::proxy::upgrade`]). Every request head is timed here, lazily (see
+    /// [`crate::upstream::upgrade`]). Every request head is timed here, lazily (see
     /// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for each.
     async fn http1<I>(
         &mut self,

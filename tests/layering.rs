@@ -16,7 +16,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "runtime",
-        &["body", "upstream", "admission", "state", "reload", "health"],
+        &[
+            "body",
+            "memory",
+            "upstream",
+            "admission",
+            "state",
+            "reload",
+            "health",
+        ],
     ),
     ("data path", &["proxy"]),
     ("edges", &["server", "admin", "cli", "demo"]),

@@ -70,7 +70,7 @@ impl Forward {
         // The client's side of an upgrade, kept for the tunnel.
         let client_upgrade = if route.upgrade {
             req.extensions_mut()
-                .remove::<super::upgrade::ClientUpgrade>()
+                .remove::<crate::upstream::upgrade::ClientUpgrade>()
         } else {
             None
         };

@@ -33,7 +33,6 @@ pub mod headers;
 pub mod normalize;
 pub mod service;
 pub mod target;
-pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -77,7 +76,7 @@ pub struct ConnInfo {
     /// ended), in ms of [`clock_ms`](crate::upstream::pool::clock_ms).
     idle_since_ms: AtomicU64,
     /// Upgraded connections handed from the connection's task to the tunnel.
-    pub handover: upgrade::Handover,
+    pub handover: crate::upstream::upgrade::Handover,
 }
 
 impl ConnInfo {
@@ -89,7 +88,7 @@ impl ConnInfo {
             seen_request: AtomicBool::new(false),
             requests_open: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(crate::upstream::pool::clock_ms()),
-            handover: upgrade::Handover::default(),
+            handover: crate::upstream::upgrade::Handover::default(),
         }
     }
 

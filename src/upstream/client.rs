@@ -49,10 +49,10 @@ use tokio::net::TcpStream;
 
 use super::keepalive::{self, KeepAlive, Reuse, POOL_IDLE};
 use super::tls::UpstreamTls;
+use super::upgrade::ClientUpgrade;
 use super::{Endpoint, InFlight, Pool, Upstream};
 use crate::body::{BodyError, BoxError, RequestBody, RequestProgress};
 use crate::metrics::Metrics;
-use crate::proxy::upgrade::ClientUpgrade;
 
 /// Why an exchange with an upstream failed. The data path turns it into an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

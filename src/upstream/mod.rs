@@ -3,7 +3,8 @@
 //! health, ejection back-off and in-flight count ([`pool`]), and the keep-alive
 //! connections of the shared client ([`keepalive`] for plain http, [`client`] for https). A reload builds new [`Pool`]s that adopt
 //! the endpoints of the old ones whose address did not change. TLS to `https` upstreams
-//! is [`tls`] (the settings) and [`client`] (the handshake).
+//! is [`tls`] (the settings) and [`client`] (the handshake). The client's side of an
+//! `Upgrade` tunnel reaches [`client`]'s tunnel through [`upgrade`].
 //!
 //! Knows nothing of manifests or routing: the data path asks for a pool by [`Upstream`].
 
@@ -11,6 +12,7 @@ pub mod client;
 pub mod keepalive;
 pub mod pool;
 pub mod tls;
+pub mod upgrade;
 
 pub use client::{TlsTarget, UpstreamClient, UpstreamError};
 pub use pool::{Endpoint, InFlight, Pool};
