@@ -11,7 +11,7 @@
 //! TLS connection whose ALPN says `http/1.1`, or that offered no ALPN and whose first
 //! decrypted bytes (read, then handed back) say HTTP/1. The rest go through hyper-util's
 //! version detection. An HTTP/1 connection times its request heads with its own lazy clock
-//! ([`crate::proxy::ConnInfo::head_due_ms`]), is parked when idle for [`PARK_AFTER`]
+//! ([`crate::proxy::ConnInfo::head_due_ms`]), is parked when idle for `timeouts.park_after`
 //! (hyper's connection and its buffers let go until the next bytes come), and after a
 //! `101` hands its stream to the tunnel itself ([`crate::upstream::upgrade`]).
 //!
@@ -468,6 +468,7 @@ struct ConnSettings {
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     header_read: Duration,
+    park_after: Option<Duration>,
     send: Duration,
 }
 
@@ -479,6 +480,7 @@ impl ConnSettings {
             builder: Arc::new(http_builder(&snap.config)),
             tls: snap.tls.clone().map(TlsAcceptor::from),
             header_read: snap.config.timeouts.header_read,
+            park_after: Some(snap.config.timeouts.park_after).filter(|d| !d.is_zero()),
             send: snap.config.timeouts.send,
         }
     }
@@ -499,6 +501,7 @@ impl ConnSettings {
             remote,
             deadline: Instant::now() + self.header_read,
             header_read: self.header_read,
+            park_after: self.park_after,
             send: self.send,
             drain,
             kill,
@@ -768,6 +771,8 @@ struct Conn {
     deadline: Instant,
     /// `timeouts.header_read`: for an HTTP/1 connection, every later head too.
     header_read: Duration,
+    /// `timeouts.park_after` (`None`: zero, never park).
+    park_after: Option<Duration>,
     /// `timeouts.send`: see [`SendDeadline`].
     send: Duration,
     /// [`Drain`]'s signal.
@@ -784,12 +789,10 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// An HTTP/1.1 connection idle this long is parked: hyper's connection (its two 8 KiB
-/// buffers, its state, the header maps it recycles) is let go, and the connection waits
-/// for its next bytes with none of it; hyper's connection is built again when they come.
-/// Idle, not merely between two requests: a busy connection is never parked, and a timer
-/// checks lazily (it fires at most once a second a connection).
-const PARK_AFTER: Duration = Duration::from_secs(1);
+/// While a request is open, the clock of a connection that may be parked looks again
+/// after `timeouts.park_after` but not sooner than this: a long response (a stream) does
+/// not wake its connection more often.
+const LOOK_WHILE_OPEN: Duration = Duration::from_millis(250);
 
 /// The data path as hyper's service.
 type Svc = TowerToHyperService<ProxyService>;
@@ -868,6 +871,7 @@ impl Conn {
             remote,
             deadline,
             header_read,
+            park_after,
             send,
             mut drain,
             mut kill,
@@ -900,6 +904,7 @@ impl Conn {
                 info,
                 remote,
                 header_read,
+                park_after,
                 drain,
                 kill,
                 draining,
@@ -926,6 +931,8 @@ struct Life {
     info: Arc<ConnInfo>,
     remote: SocketAddr,
     header_read: Duration,
+    /// See [`Conn`].
+    park_after: Option<Duration>,
     drain: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
     /// The drain signal has been seen: an idle HTTP/1.1 connection closes, a busy one
@@ -938,35 +945,42 @@ struct Life {
 enum Tick {
     /// No request head within `header_read` of falling idle.
     Late,
-    /// Idle for [`PARK_AFTER`]: park.
+    /// Idle for `timeouts.park_after`: park.
     Park,
     /// Nothing yet; look again then.
     Next(Duration),
 }
 
 impl Tick {
-    /// `idle_since`: [`ConnInfo::idle_since_ms`]; `may_park`: whether parking is open to
-    /// this connection now.
-    fn of(now: u64, idle_since: Option<u64>, header_read: Duration, may_park: bool) -> Tick {
-        let header_read_ms = header_read.as_millis() as u64;
-        let park_ms = PARK_AFTER.as_millis() as u64;
+    /// `idle_since`: [`ConnInfo::idle_since_ms`]; `park_after`: `timeouts.park_after`
+    /// when parking is open to this connection now.
+    fn of(
+        now: u64,
+        idle_since: Option<u64>,
+        header_read: Duration,
+        park_after: Option<Duration>,
+    ) -> Tick {
         let Some(idle) = idle_since else {
             // A request is open: no head is awaited until it ends.
-            return Tick::Next(if may_park {
-                header_read.min(PARK_AFTER)
-            } else {
-                header_read
+            return Tick::Next(match park_after {
+                Some(park) => header_read.min(park.max(LOOK_WHILE_OPEN)),
+                None => header_read,
             });
         };
-        let due = idle.saturating_add(header_read_ms);
+        let due = idle.saturating_add(header_read.as_millis() as u64);
         if due <= now {
             return Tick::Late;
         }
-        let park_at = idle.saturating_add(park_ms);
-        if may_park && park_at <= now {
-            return Tick::Park;
-        }
-        let next = if may_park { due.min(park_at) } else { due };
+        let next = match park_after {
+            Some(park) => {
+                let park_at = idle.saturating_add(park.as_millis() as u64);
+                if park_at <= now {
+                    return Tick::Park;
+                }
+                due.min(park_at)
+            }
+            None => due,
+        };
         Tick::Next(Duration::from_millis(next - now))
     }
 }
@@ -984,7 +998,7 @@ enum Parked {
 impl Life {
     /// Serve with hyper's HTTP/1 connection. hyper runs without closing the socket when it
     /// is done, so that the connection can be taken back from it: to park it when idle
-    /// (see [`PARK_AFTER`]), and to hand it to the tunnel after a `101` (see
+    /// (see `timeouts.park_after`), and to hand it to the tunnel after a `101` (see
     /// [`crate::upstream::upgrade`]). Every request head is timed here, lazily (see
     /// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for each.
     async fn http1<I>(
@@ -999,9 +1013,11 @@ impl Life {
     {
         loop {
             // The clock's next look comes no later than a park would.
-            let look = Instant::now() + PARK_AFTER;
-            if clock.deadline() > look {
-                clock.as_mut().reset(look);
+            if let Some(park) = self.park_after {
+                let look = Instant::now() + park;
+                if clock.deadline() > look {
+                    clock.as_mut().reset(look);
+                }
             }
             let mut conn = builder.serve_connection(TokioIo::new(io), svc);
             if self.draining {
@@ -1012,9 +1028,9 @@ impl Life {
                 tokio::select! {
                     r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                     _ = clock.as_mut() => {
-                        let may_park = !parking && !self.draining;
+                        let park = self.park_after.filter(|_| !parking && !self.draining);
                         let now = crate::upstream::pool::clock_ms();
-                        match Tick::of(now, self.info.idle_since_ms(), self.header_read, may_park) {
+                        match Tick::of(now, self.info.idle_since_ms(), self.header_read, park) {
                             Tick::Late => {
                                 tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
                                 return;
@@ -1023,7 +1039,7 @@ impl Life {
                             // connection busy, and parking would close it after that
                             // request. Look again in a while.
                             Tick::Park if !self.info.seen_request.load(Ordering::Relaxed) => {
-                                clock.as_mut().reset(Instant::now() + PARK_AFTER);
+                                clock.as_mut().reset(Instant::now() + LOOK_WHILE_OPEN);
                             }
                             Tick::Park => {
                                 // Idle: hyper closes its connection at once, and gives the
@@ -1089,7 +1105,7 @@ impl Life {
                 }
                 _ = clock.as_mut() => {
                     let now = crate::upstream::pool::clock_ms();
-                    match Tick::of(now, self.info.idle_since_ms(), self.header_read, false) {
+                    match Tick::of(now, self.info.idle_since_ms(), self.header_read, None) {
                         Tick::Next(after) => clock.as_mut().reset(Instant::now() + after),
                         Tick::Late | Tick::Park => {
                             tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
@@ -1281,19 +1297,24 @@ mod tests {
     fn the_clock_parks_idle_connections_and_closes_late_ones() {
         let hr = Duration::from_secs(10);
         let ms = Duration::from_millis;
+        let park = Some(ms(1000));
         // Idle since 1000 ms.
-        assert_eq!(Tick::of(1500, Some(1000), hr, true), Tick::Next(ms(500)));
-        assert_eq!(Tick::of(2000, Some(1000), hr, true), Tick::Park);
-        assert_eq!(Tick::of(2000, Some(1000), hr, false), Tick::Next(ms(9000)));
-        assert_eq!(Tick::of(11_000, Some(1000), hr, true), Tick::Late);
-        assert_eq!(Tick::of(11_000, Some(1000), hr, false), Tick::Late);
-        // A request open: look again later.
-        assert_eq!(Tick::of(5000, None, hr, true), Tick::Next(PARK_AFTER));
-        assert_eq!(Tick::of(5000, None, hr, false), Tick::Next(hr));
-        // `header_read` shorter than PARK_AFTER: closed before it would be parked.
+        assert_eq!(Tick::of(1500, Some(1000), hr, park), Tick::Next(ms(500)));
+        assert_eq!(Tick::of(2000, Some(1000), hr, park), Tick::Park);
+        assert_eq!(Tick::of(2000, Some(1000), hr, None), Tick::Next(ms(9000)));
+        assert_eq!(Tick::of(11_000, Some(1000), hr, park), Tick::Late);
+        assert_eq!(Tick::of(11_000, Some(1000), hr, None), Tick::Late);
+        // A request open: look again later, not too often.
+        assert_eq!(Tick::of(5000, None, hr, park), Tick::Next(ms(1000)));
+        assert_eq!(
+            Tick::of(5000, None, hr, Some(ms(10))),
+            Tick::Next(LOOK_WHILE_OPEN)
+        );
+        assert_eq!(Tick::of(5000, None, hr, None), Tick::Next(hr));
+        // `header_read` shorter than `park_after`: closed before it would be parked.
         let short = ms(300);
-        assert_eq!(Tick::of(1200, Some(1000), short, true), Tick::Next(ms(100)));
-        assert_eq!(Tick::of(1300, Some(1000), short, true), Tick::Late);
+        assert_eq!(Tick::of(1200, Some(1000), short, park), Tick::Next(ms(100)));
+        assert_eq!(Tick::of(1300, Some(1000), short, park), Tick::Late);
     }
 
     #[tokio::test]

@@ -534,3 +534,46 @@ async fn a_parked_connection_is_closed_when_its_next_head_is_late() {
     gauge_reaches(&setup, PARKED, 0).await;
     setup.shutdown().await;
 }
+
+/// `timeouts.park_after = 0` turns parking off: an idle connection keeps hyper's
+/// connection (longer than the default second) and serves on.
+#[tokio::test]
+async fn park_after_zero_never_parks() {
+    let setup = Setup::role(Role::Serve)
+        .config(|c| c.timeouts.park_after = Duration::ZERO)
+        .start()
+        .await;
+    let mut s = setup.connect().await;
+    for _ in 0..2 {
+        s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(gauge(&setup, PARKED).await, 0);
+    }
+    setup.shutdown().await;
+}
+
+/// A short `timeouts.park_after` parks sooner: here before `header_read` (600 ms) closes
+/// the idle connection, which the default second would not.
+#[tokio::test]
+async fn a_short_park_after_parks_sooner() {
+    let setup = Setup::role(Role::Serve)
+        .config(|c| {
+            c.timeouts.park_after = Duration::from_millis(20);
+            c.timeouts.header_read = Duration::from_millis(600);
+        })
+        .start()
+        .await;
+    let mut s = setup.connect().await;
+    for _ in 0..3 {
+        s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        gauge_reaches(&setup, PARKED, 1).await;
+    }
+    assert_eq!(setup.fleet.seen().len(), 3);
+    setup.shutdown().await;
+}

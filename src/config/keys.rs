@@ -226,6 +226,12 @@ pub(super) const KEYS: &[Key] = &[
         get: |c| ms(c.timeouts.header_read),
     },
     Key {
+        name: "timeouts.park_after",
+        env: &["FLEETGATE_TIMEOUTS_PARK_AFTER"],
+        set: |d, r| put(&mut d.config.timeouts.park_after, millis(r, 0)),
+        get: |c| ms(c.timeouts.park_after),
+    },
+    Key {
         name: "timeouts.shutdown",
         env: &["FLEETGATE_TIMEOUTS_SHUTDOWN"],
         set: |d, r| put(&mut d.config.timeouts.shutdown, millis(r, 0)),

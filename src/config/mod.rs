@@ -244,6 +244,9 @@ pub struct Timeouts {
     /// the connection is closed: the slow-reader limit.
     pub send: Duration,
     pub header_read: Duration,
+    /// How long an HTTP/1.1 connection with no request open keeps hyper's connection
+    /// (and its buffers) before it is parked; zero: never parked.
+    pub park_after: Duration,
     pub shutdown: Duration,
     pub drain_delay: Duration,
 }
@@ -464,6 +467,7 @@ impl Default for Config {
                 idle: Duration::from_millis(120_000),
                 send: Duration::from_millis(60_000),
                 header_read: Duration::from_millis(10_000),
+                park_after: Duration::from_millis(1000),
                 shutdown: Duration::from_millis(30_000),
                 drain_delay: Duration::from_millis(5000),
             },
