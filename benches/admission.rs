@@ -10,6 +10,12 @@
 //!   held permit (which hands the slot to the waiter under the lock), poll the waiter
 //!   for its permit; two tenants alternate.
 //!
+//! * `guard/pass_read`, `guard/pass_write`, `guard/refuse_super_read_only`,
+//!   `guard/redirect_unlisted_write`: the super_read_only guard's decision
+//!   (`proxy::guard::check`) for a read, a listed fleet-ok write, any write while
+//!   super_read_only is on, and a write no rule lists (sent to the ide), against the
+//!   shipped manifest (`routes/`).
+//!
 //! Run: `cargo bench --bench admission`
 
 use std::future::Future;
@@ -21,6 +27,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fleetgate::admission::{Acquire, Bulkhead, BulkheadConfig, Permit};
+use fleetgate::config::{Guard, Role};
+use fleetgate::manifest::classify::NoHeaders;
+use fleetgate::manifest::{Manifest, RequestParts};
+use fleetgate::proxy::guard::{self, Verdict};
+use fleetgate::proxy::{target, Route};
+use http::Method;
 
 fn bulkhead(max_inflight: usize) -> Arc<Bulkhead> {
     Bulkhead::new(BulkheadConfig {
@@ -89,5 +101,77 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncontended, contended);
+/// The shipped manifest, as `fleetgate serve` loads it.
+fn shipped_manifest() -> Manifest {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/routes");
+    let mut sources: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    sources.sort();
+    Manifest::from_sources(&sources).expect("the shipped manifest loads")
+}
+
+fn guard_decisions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("guard");
+    let manifest = shipped_manifest();
+    let settings = Guard::default();
+    for (id, method, path, super_read_only) in [
+        ("pass_read", Method::GET, "/api/acme/threads", false),
+        ("pass_write", Method::POST, "/api/acme/threads", false),
+        ("refuse_super_read_only", Method::POST, "/api/acme/threads", true),
+        ("redirect_unlisted_write", Method::POST, "/no/rule/names/this", false),
+    ] {
+        let decision = manifest.classify(&RequestParts {
+            method: method.as_str(),
+            path,
+            query: None,
+            headers: &NoHeaders,
+        });
+        let route = Route {
+            class: decision.class,
+            rule_index: decision.rule_index,
+            tenant: decision.tenant_at,
+            target: target::route(Role::Serve, decision.class, true).expect("a target"),
+            degrade: false,
+            upgrade: false,
+        };
+        let verdict = |srw: bool| {
+            guard::check(
+                &method,
+                route,
+                decision.rule,
+                Role::Serve,
+                true,
+                &settings,
+                srw,
+            )
+        };
+        // The case is what its name says.
+        match (id, verdict(super_read_only)) {
+            ("pass_read" | "pass_write", Verdict::Pass)
+            | ("refuse_super_read_only", Verdict::Refuse(..))
+            | ("redirect_unlisted_write", Verdict::Redirect(_)) => {}
+            (id, _) => panic!("{id}: another verdict"),
+        }
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                black_box(guard::check(
+                    black_box(&method),
+                    black_box(route),
+                    decision.rule,
+                    Role::Serve,
+                    true,
+                    &settings,
+                    black_box(super_read_only),
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, uncontended, contended, guard_decisions);
 criterion_main!(benches);
