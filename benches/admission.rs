@@ -108,7 +108,12 @@ fn shipped_manifest() -> Manifest {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect();
     sources.sort();
     Manifest::from_sources(&sources).expect("the shipped manifest loads")
@@ -121,8 +126,18 @@ fn guard_decisions(c: &mut Criterion) {
     for (id, method, path, super_read_only) in [
         ("pass_read", Method::GET, "/api/acme/threads", false),
         ("pass_write", Method::POST, "/api/acme/threads", false),
-        ("refuse_super_read_only", Method::POST, "/api/acme/threads", true),
-        ("redirect_unlisted_write", Method::POST, "/no/rule/names/this", false),
+        (
+            "refuse_super_read_only",
+            Method::POST,
+            "/api/acme/threads",
+            true,
+        ),
+        (
+            "redirect_unlisted_write",
+            Method::POST,
+            "/no/rule/names/this",
+            false,
+        ),
     ] {
         let decision = manifest.classify(&RequestParts {
             method: method.as_str(),
