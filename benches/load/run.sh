@@ -480,12 +480,12 @@ stop_all() {
 
 # utime+stime of the pids (all threads), in clock ticks.
 cpu_ticks() {
-    local total=0 pid f
+    local total=0 pid f fields
     for pid in "$@"; do
         # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
         f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        set -- $f
-        total=$((total + ${12} + ${13}))
+        read -ra fields <<<"$f"
+        total=$((total + fields[11] + fields[12]))
     done
     echo "$total"
 }
@@ -499,6 +499,18 @@ rss_kib() {
         total=$((total + ${v:-0}))
     done
     echo "$total"
+}
+
+# The same for one path's processes (PROC_PIDS holds a space-separated list).
+path_cpu() {
+    local pids
+    read -ra pids <<<"${PROC_PIDS[$1]}"
+    cpu_ticks "${pids[@]}"
+}
+path_rss() {
+    local pids
+    read -ra pids <<<"${PROC_PIDS[$1]}"
+    rss_kib "${pids[@]}"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -516,7 +528,7 @@ if have python3; then
     for p in "${PATHS[@]}"; do
         [[ $p == direct || $p == fleetgate_log ]] && continue
         sleep 1
-        RSS_IDLE[$p]=$(rss_kib ${PROC_PIDS[$p]})
+        RSS_IDLE[$p]=$(path_rss "$p")
         rm -f "$WORK/ready"
         python3 "$ROOT/benches/load/idle_conns.py" 127.0.0.1 "${PORT[$p]}" "$TARGET_PATH" \
             -n "$IDLE_CONNS" --ready-file "$WORK/ready" --hold 120 >"$WORK/idle-$p.log" 2>&1 &
@@ -528,7 +540,7 @@ if have python3; then
             sleep 0.1
         done
         sleep 2
-        RSS_CONNS[$p]=$(rss_kib ${PROC_PIDS[$p]})
+        RSS_CONNS[$p]=$(path_rss "$p")
         read -r _ held failed <"$WORK/ready" || { held=0; failed=$IDLE_CONNS; }
         HELD[$p]=$held
         kill -TERM "$client" 2>/dev/null || true
@@ -551,9 +563,9 @@ declare -A RPS CPU P50 P99 ERRS
 for rep in $(seq "$REPS"); do
     for p in "${PATHS[@]}"; do
         out=$WORK/wrk-$p-$rep.txt
-        c0=$(cpu_ticks ${PROC_PIDS[$p]})
+        c0=$(path_cpu "$p")
         wrk -t1 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${PORT[$p]}$TARGET_PATH" >"$out" 2>&1 || true
-        c1=$(cpu_ticks ${PROC_PIDS[$p]})
+        c1=$(path_cpu "$p")
         reqs=$(awk '/requests in/ {print $1}' "$out")
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         errs=$(awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(",", ""); n+=$4+$6+$8+$10} END {print n+0}' "$out")
@@ -624,22 +636,22 @@ if have h2load; then
             [[ $p == direct ]] && continue
             port=${PORT_H2[$p]:-${PORT[$p]}}
             out=$WORK/h2load-$p-$rep.txt
-            c0=$(cpu_ticks ${PROC_PIDS[$p]})
+            c0=$(path_cpu "$p")
             h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "http://127.0.0.1:$port$TARGET_PATH" >"$out" 2>&1 || true
-            c1=$(cpu_ticks ${PROC_PIDS[$p]})
+            c1=$(path_cpu "$p")
             # "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout"
-            read -r done ok < <(awk '/^requests:/ {print $6, $8}' "$out")
+            read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out")
             rps=$(awk '/^finished in/ {print $4}' "$out")
             if [[ -z ${ok:-} || $ok == 0 ]]; then
                 note "  rep $rep $p: h2load got no answers (see $out)"
                 continue
             fi
             # The warm-up second is not in the count but is in the CPU time: add it at the same rate.
-            cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$done" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
+            cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$completed" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
             H2RPS[$p]+="$rps "
             H2CPU[$p]+="$cpu_us "
-            ERRS[$p]=$((${ERRS[$p]:-0} + done - ok))
-            note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((done - ok)) failed"
+            ERRS[$p]=$((${ERRS[$p]:-0} + completed - ok))
+            note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((completed - ok)) failed"
         done
     done
 fi
@@ -751,8 +763,8 @@ stream_one() {
         check_one "$p" "http://127.0.0.1:${PORT[$p]}"
     fi
     url=http://127.0.0.1:${PORT[$p]}
-    rss0=$(rss_kib ${PROC_PIDS[$p]})
-    c0=$(cpu_ticks ${PROC_PIDS[$p]})
+    rss0=$(path_rss "$p")
+    c0=$(path_cpu "$p")
     if [[ $dir == down ]]; then
         curl -sS --max-time 900 -o /dev/null -D "$out.head" \
             -w '%{http_code} %{size_download} %{speed_download}\n' \
@@ -765,8 +777,8 @@ stream_one() {
             -T "$WORK/stream.bin" -w '%{http_code} %{size_upload} %{speed_upload}\n' \
             "$url$UPLOAD_PATH" >"$out.txt" 2>"$out.err" || true
     fi
-    c1=$(cpu_ticks ${PROC_PIDS[$p]})
-    peak=$(FIELD=VmHWM rss_kib ${PROC_PIDS[$p]})
+    c1=$(path_cpu "$p")
+    peak=$(FIELD=VmHWM path_rss "$p")
     read -r code size speed <"$out.txt" || true
     if [[ ${code:-} != 200 ]]; then
         err="status ${code:-none} ($(head -c 200 "$out.err"))"
@@ -860,7 +872,7 @@ if have openssl; then
     # connections over the wall-clock time of the run.
     hs_run() {
         local p=$1 secs=$2 out=$3 i pid pids=() t0 t1 c0 c1 n=0 bad=0 conns bytes
-        c0=$(cpu_ticks ${PROC_PIDS[$p]})
+        c0=$(path_cpu "$p")
         t0=$(date +%s.%N)
         for i in $(seq "$TLS_CLIENTS"); do
             openssl s_time -connect "127.0.0.1:${PORT_TLS[$p]}" -new -time "$secs" \
@@ -872,7 +884,7 @@ if have openssl; then
             wait "$pid" || bad=$((bad + 1))
         done
         t1=$(date +%s.%N)
-        c1=$(cpu_ticks ${PROC_PIDS[$p]})
+        c1=$(path_cpu "$p")
         for i in $(seq "$TLS_CLIENTS"); do
             # "1062 connections in 3 real seconds, 1235 bytes read per connection"
             conns=0 bytes=0
@@ -911,9 +923,9 @@ if have openssl; then
     for rep in $(seq "$REPS"); do
         for p in "${TLS_PATHS[@]}"; do
             out=$WORK/wrk-tls-$p-$rep.txt
-            c0=$(cpu_ticks ${PROC_PIDS[$p]})
+            c0=$(path_cpu "$p")
             wrk -t1 -c64 -d"${SECS}s" "https://127.0.0.1:${PORT_TLS[$p]}$TARGET_PATH" >"$out" 2>&1 || true
-            c1=$(cpu_ticks ${PROC_PIDS[$p]})
+            c1=$(path_cpu "$p")
             reqs=$(awk '/requests in/ {print $1}' "$out")
             rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
             errs=$(awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(",", ""); n+=$4+$6+$8+$10} END {print n+0}' "$out")
