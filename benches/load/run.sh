@@ -521,7 +521,7 @@ to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms
 # ---------------------------------------------------------------------------------------
 # Workload 4: idle keep-alive connections (fresh processes, before any load).
 
-declare -A RSS_IDLE RSS_CONNS HELD
+declare -A RSS_IDLE RSS_CONNS RSS_PEAK HELD
 if have python3; then
     start_all
     note "workload 4: $IDLE_CONNS idle keep-alive connections per path"
@@ -541,11 +541,12 @@ if have python3; then
         done
         sleep 2
         RSS_CONNS[$p]=$(path_rss "$p")
+        RSS_PEAK[$p]=$(FIELD=VmHWM path_rss "$p")
         read -r _ held failed <"$WORK/ready" || { held=0; failed=$IDLE_CONNS; }
         HELD[$p]=$held
         kill -TERM "$client" 2>/dev/null || true
         wait "$client" 2>/dev/null || true
-        note "  $p: idle RSS $((RSS_IDLE[$p] / 1024)) MiB, with $held connections $((RSS_CONNS[$p] / 1024)) MiB ($failed failed)"
+        note "  $p: idle RSS $((RSS_IDLE[$p] / 1024)) MiB, with $held connections $((RSS_CONNS[$p] / 1024)) MiB (peak $((RSS_PEAK[$p] / 1024)) MiB; $failed failed)"
     done
     stop_all
     sleep 1
@@ -988,11 +989,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     else
         echo "3: skipped (h2load not found)."
     fi
-    echo "4: $IDLE_CONNS idle keep-alive connections, each after one request; VmRSS summed over the proxy's processes."
+    echo "4: $IDLE_CONNS idle keep-alive connections, each after one request; VmRSS summed over the proxy's processes, 2 s after the last answer; peak = VmHWM (the most resident at once, during the connections' arrival)."
     echo "Medians of $REPS interleaved runs (1, 2); errors = non-2xx + socket errors over all runs."
     echo
-    echo "| path | 1: req/s | 1: CPU µs/req | 2: p50 µs | 2: p99 µs | 2: p99.9 µs | 3: h2c req/s | 3: h2c CPU µs/req | errors | 4: idle RSS MiB | 4: RSS with conns MiB | 4: bytes per conn |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| path | 1: req/s | 1: CPU µs/req | 2: p50 µs | 2: p99 µs | 2: p99.9 µs | 3: h2c req/s | 3: h2c CPU µs/req | errors | 4: idle RSS MiB | 4: RSS with conns MiB | 4: peak RSS MiB | 4: bytes per conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${PATHS[@]}"; do
         cpu=${M_CPU[$p]}
         [[ $p == direct ]] && cpu="($cpu upstream)"
@@ -1007,13 +1008,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
         if [[ -n ${RSS_IDLE[$p]:-} ]]; then
             idle=$(mib "${RSS_IDLE[$p]}")
             conns=$(mib "${RSS_CONNS[$p]}")
+            peak=$(mib "${RSS_PEAK[$p]}")
             ((HELD[$p] == IDLE_CONNS)) || conns="$conns (${HELD[$p]} held)"
             per=$(per_conn "${RSS_IDLE[$p]}" "${RSS_CONNS[$p]}" "${HELD[$p]}")
         else
-            idle="—" conns="—" per="—"
+            idle="—" conns="—" peak="—" per="—"
         fi
-        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
-            "${M_RPS[$p]}" "$cpu" "$l50" "$l99" "$l999" "$h2r" "$h2c" "$((ERRS[$p] + ${LERR[$p]:-0}))" "$idle" "$conns" "${per:-—}"
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
+            "${M_RPS[$p]}" "$cpu" "$l50" "$l99" "$l999" "$h2r" "$h2c" "$((ERRS[$p] + ${LERR[$p]:-0}))" "$idle" "$conns" "$peak" "${per:-—}"
     done
     echo
     echo "| fleetgate / … | 1: req/s | 1: CPU µs/req | 2: p99 | 3: h2c req/s | 3: h2c CPU µs/req | 4: idle RSS | 4: RSS with conns | 4: bytes per conn |"
