@@ -597,6 +597,28 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     p.assert_nothing_stuck().await;
 }
 
+/// A reused keep-alive connection times its next response head as a new one does: the
+/// first request is answered, the second (on the same upstream connection) hangs and is
+/// `504` after `timeouts.first_byte`.
+#[tokio::test]
+async fn a_reused_connection_times_its_next_response_head() {
+    let bad = BadUpstream::start(Mode::HangOnSecond).await;
+    let p = Proxy::start(&[bad.addr], None).await;
+    let client = client();
+    let first = request(&client, "GET", &p.url("/threads/1")).await.unwrap();
+    assert_eq!(first.status, 200);
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        request(&client, "GET", &p.url("/threads/2")),
+    )
+    .await
+    .expect("answered once timeouts.first_byte has passed")
+    .unwrap();
+    assert_made_up(&second, 504, "the upstream did not answer in time");
+    assert_eq!(bad.connections(), 1, "both went over one connection");
+    assert_eq!(p.errors("fleet", "timeout").await, 1);
+}
+
 /// An upstream that closes each keep-alive connection soon after answering: the closed
 /// connection is never handed out again, every request is answered on a new one, and a
 /// POST is sent once.

@@ -163,27 +163,48 @@ impl UpstreamClient {
     /// One exchange over a plain keep-alive connection to `ep`: an idle one of this
     /// worker's if there is one, else a new one. A request that an idle connection
     /// turned out closed before a byte of it was written goes out on a new connection.
+    ///
+    /// The response head must come within `first_byte` of the request (with its body)
+    /// having been sent, timed by the connection's own clock (see [`keepalive::Conn`]).
     async fn exchange_plain(
         &self,
         ep: &Endpoint,
         mut req: Request<RequestBody>,
+        progress: Option<&RequestProgress>,
+        first_byte: Duration,
     ) -> Result<(Response<Incoming>, Option<Reuse>), Failure> {
         let idle = self.keepalive();
-        let (mut sender, mut reused) = match idle.take(ep.addr) {
-            Some(sender) => (sender, true),
+        let (mut conn, mut reused) = match idle.take(ep.addr) {
+            Some(conn) => (conn, true),
             None => (self.connect_plain(ep).await?, false),
         };
         // One send site, in a loop: each `.await` site keeps room for its future (and
         // the error is gone before the next one).
         loop {
-            req = match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Reuse::new(sender, ep.addr, idle.clone())))),
+            let sent = {
+                let (sender, mut clock) = conn.parts();
+                let deadline = async {
+                    if let Some(p) = progress {
+                        p.sent().await;
+                    }
+                    clock
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + first_byte);
+                    clock.await
+                };
+                tokio::select! {
+                    r = sender.try_send_request(req) => r,
+                    () = deadline => return Err(Failure::first_byte()),
+                }
+            };
+            req = match sent {
+                Ok(resp) => return Ok((resp, Some(Reuse::new(conn, ep.addr, idle.clone())))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => unsent,
                     _ => return Err(Failure::exchange(e.into_error().into())),
                 },
             };
-            sender = self.connect_plain(ep).await?;
+            conn = self.connect_plain(ep).await?;
             reused = false;
         }
     }
@@ -193,18 +214,17 @@ impl UpstreamClient {
     fn connect_plain<'a>(
         &'a self,
         ep: &'a Endpoint,
-    ) -> Pin<Box<dyn Future<Output = Result<keepalive::Sender, Failure>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<keepalive::Conn, Failure>> + Send + 'a>> {
         let timeout = Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed));
         Box::pin(async move {
-            let mut sender = keepalive::connect(ep.addr, timeout)
+            let mut conn = keepalive::connect(ep.addr, timeout)
                 .await
                 .map_err(|e| Failure::connect(e.into(), false))?;
             // Connected: a connection that fails from here on failed the exchange.
-            sender
-                .ready()
+            conn.ready()
                 .await
                 .map_err(|e| Failure::exchange(e.into()))?;
-            Ok(sender)
+            Ok(conn)
         })
     }
 
@@ -269,30 +289,36 @@ impl UpstreamClient {
         }
 
         let progress: Option<Arc<RequestProgress>> = req.body().progress().cloned();
-        let response = async {
-            match &pool.tls {
-                None => self.exchange_plain(&ep, req).await,
-                // Boxed: it would make every plain exchange's future larger.
-                Some(target) => Box::pin(self.exchange_tls(target, &ep, &pool.scheme, req)).await,
-            }
-        };
         // The first-byte clock starts once the request body has been sent in full.
-        let deadline = async {
-            if let Some(p) = &progress {
-                p.sent().await;
+        let result = match &pool.tls {
+            None => {
+                self.exchange_plain(&ep, req, progress.as_deref(), first_byte)
+                    .await
             }
-            tokio::time::sleep(first_byte).await;
-        };
-        let result = tokio::select! {
-            r = response => r,
-            _ = deadline => {
-                let e = UpstreamError::FirstByteTimeout;
-                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, "no response head within timeouts.first_byte");
-                self.count(e, upstream);
-                return Err(e);
+            // Boxed: it would make every plain exchange's future larger.
+            Some(target) => {
+                Box::pin(async {
+                    let deadline = async {
+                        if let Some(p) = &progress {
+                            p.sent().await;
+                        }
+                        tokio::time::sleep(first_byte).await;
+                    };
+                    tokio::select! {
+                        r = self.exchange_tls(target, &ep, &pool.scheme, req) => r,
+                        () = deadline => Err(Failure::first_byte()),
+                    }
+                })
+                .await
             }
         };
         match result {
+            Err(f) if f.first_byte => {
+                let e = UpstreamError::FirstByteTimeout;
+                tracing::warn!(upstream = upstream.as_str(), endpoint = %ep.addr, "no response head within timeouts.first_byte");
+                self.count(e, upstream);
+                Err(e)
+            }
             Ok((resp, reuse)) => {
                 if let Some(conn) = reuse {
                     inflight.reuse(conn);
@@ -303,6 +329,7 @@ impl UpstreamClient {
                 error,
                 connect,
                 tls,
+                ..
             }) => {
                 let e = if connect {
                     if !tls {
@@ -606,6 +633,8 @@ struct Failure {
     connect: bool,
     /// ... because the TLS handshake failed.
     tls: bool,
+    /// No response head within `timeouts.first_byte` of the request having been sent.
+    first_byte: bool,
 }
 
 impl Failure {
@@ -614,6 +643,7 @@ impl Failure {
             error,
             connect: true,
             tls,
+            first_byte: false,
         }
     }
 
@@ -622,6 +652,16 @@ impl Failure {
             error,
             connect: false,
             tls: false,
+            first_byte: false,
+        }
+    }
+
+    fn first_byte() -> Failure {
+        Failure {
+            error: "no response head within timeouts.first_byte".into(),
+            connect: false,
+            tls: false,
+            first_byte: true,
         }
     }
 }

@@ -15,6 +15,8 @@
 //! hyper-util's client (see [`super::client`]).
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +32,47 @@ pub const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The sending side of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
 
-struct Idle {
+/// One upstream connection as the pool lends it: hyper's sending side (what it
+/// dereferences to) and the connection's first-byte clock.
+pub struct Conn {
     sender: Sender,
+    /// The `first_byte` deadline of the request the connection carries, kept from one
+    /// request to the next and pushed later for each: tokio moves a pending timer later
+    /// without touching its timer wheel, where a new timer for every request was an
+    /// insert and a removal (0.7k instructions a request, docs/performance.md).
+    first_byte: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    fn new(sender: Sender) -> Conn {
+        Conn {
+            sender,
+            first_byte: Box::pin(tokio::time::sleep(POOL_IDLE)),
+        }
+    }
+
+    /// The sending side and the first-byte clock, borrowed apart (the exchange sets the
+    /// clock with `reset` once the request is sent, then waits on it).
+    pub fn parts(&mut self) -> (&mut Sender, Pin<&mut tokio::time::Sleep>) {
+        (&mut self.sender, self.first_byte.as_mut())
+    }
+}
+
+impl Deref for Conn {
+    type Target = Sender;
+    fn deref(&self) -> &Sender {
+        &self.sender
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Sender {
+        &mut self.sender
+    }
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -48,7 +89,7 @@ impl KeepAlive {
     /// most recently used first. Closed ones met on the way are dropped; one still
     /// finishing its last response stays for later. At most `TAKE_LOOKS` (4) live ones are
     /// looked at, so a take costs the same however many connections are idle.
-    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    pub fn take(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = &mut idle.iter_mut().find(|(a, _)| *a == addr)?.1;
         expire(list, Instant::now());
@@ -56,10 +97,10 @@ impl KeepAlive {
         let mut i = list.len();
         while i > 0 && looked < TAKE_LOOKS {
             i -= 1;
-            if list[i].sender.is_closed() {
+            if list[i].conn.is_closed() {
                 list.remove(i);
-            } else if list[i].sender.is_ready() {
-                return Some(list.remove(i).sender);
+            } else if list[i].conn.is_ready() {
+                return Some(list.remove(i).conn);
             } else {
                 looked += 1;
             }
@@ -67,9 +108,9 @@ impl KeepAlive {
         None
     }
 
-    /// `sender` is idle again (its last response has ended).
-    fn put(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
+    /// `conn` is idle again (its last response has ended).
+    fn put(&self, addr: SocketAddr, conn: Conn) {
+        if conn.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -82,7 +123,7 @@ impl KeepAlive {
             }
         };
         expire(list, now);
-        list.push(Idle { sender, since: now });
+        list.push(Idle { conn, since: now });
     }
 
     /// How many idle connections there are (closed ones included until next used).
@@ -110,7 +151,7 @@ fn expire(list: &mut Vec<Idle>, now: Instant) {
 
 /// Open a connection to `addr` within `timeout`; its task runs on the calling thread's
 /// runtime until the connection closes (or is upgraded and handed over).
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Sender> {
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(r) => r?,
         Err(_) => {
@@ -130,21 +171,21 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Sen
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Conn::new(sender))
 }
 
 /// A connection lent to one request: back to its worker's idle list when dropped (with
 /// the response body, once it has ended).
 pub struct Reuse {
-    sender: Option<Sender>,
+    conn: Option<Conn>,
     addr: SocketAddr,
     pool: Arc<KeepAlive>,
 }
 
 impl Reuse {
-    pub fn new(sender: Sender, addr: SocketAddr, pool: Arc<KeepAlive>) -> Reuse {
+    pub fn new(conn: Conn, addr: SocketAddr, pool: Arc<KeepAlive>) -> Reuse {
         Reuse {
-            sender: Some(sender),
+            conn: Some(conn),
             addr,
             pool,
         }
@@ -159,8 +200,8 @@ impl std::fmt::Debug for Reuse {
 
 impl Drop for Reuse {
     fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(self.addr, sender);
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(self.addr, conn);
         }
     }
 }
@@ -190,7 +231,7 @@ mod tests {
         addr
     }
 
-    async fn get(sender: &mut Sender) {
+    async fn get(sender: &mut Conn) {
         use http_body_util::BodyExt;
         let req = http::Request::get("/")
             .header("host", "x")

@@ -38,6 +38,9 @@ pub enum Mode {
     /// Answers one request [`Mode::Healthy`] (keep-alive, no `Connection: close`), then
     /// closes the connection 50 ms later: an upstream whose keep-alive timeout is short.
     CloseAfterAnswer,
+    /// Answers the first request of each connection [`Mode::Healthy`] (keep-alive), then
+    /// reads the next and never answers it.
+    HangOnSecond,
     /// Answers `200` with `Content-Length: 5` and writes, in the same segment, those 5
     /// bytes followed by a complete second response (`SMUGGLED`); then keeps serving the
     /// connection with [`Mode::Healthy`] answers.
@@ -174,12 +177,15 @@ async fn serve(tcp: &mut TcpStream, mode: Mode, log: &Log) {
         return;
     }
     let mut buf = Vec::new();
+    let mut served = 0;
     loop {
         let Some(()) = read_request(tcp, &mut buf, log).await else {
             return;
         };
+        served += 1;
         let answer: &[u8] = match mode {
             Mode::Healthy => HEALTHY,
+            Mode::HangOnSecond if served == 1 => HEALTHY,
             Mode::Slow(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 HEALTHY
@@ -208,7 +214,7 @@ async fn serve(tcp: &mut TcpStream, mode: Mode, log: &Log) {
                 while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
                 return;
             }
-            Mode::HangBeforeHead => {
+            Mode::HangBeforeHead | Mode::HangOnSecond => {
                 // Until the proxy gives up and closes, or the test kills us.
                 let mut sink = [0u8; 1024];
                 while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
