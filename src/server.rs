@@ -11,7 +11,7 @@
 //! TLS connection whose ALPN says `http/1.1`, or that offered no ALPN and whose first
 //! decrypted bytes (read, then handed back) say HTTP/1. The rest go through hyper-util's
 //! version detection. An HTTP/1 connection times its request heads with its own lazy clock
-//! ([`crate::proxy::ConnInfo::head_due_ms`]), is parked when idle for `timeouts.park_after`
+//! ([`crate::proxy::ConnInfo::idle_since_ms`]), is parked when idle for `timeouts.park_after`
 //! (hyper's connection and its buffers let go until the next bytes come), and after a
 //! `101` hands its stream to the tunnel itself ([`crate::upstream::upgrade`]).
 //!
@@ -431,7 +431,7 @@ async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<boo
 /// The HTTP/1.1 connection builder with the limits of one snapshot, for a connection
 /// whose first bytes say it is HTTP/1.
 /// `timeouts.header_read` is not hyper's here but the connection's own lazy clock (see
-/// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for every head.
+/// [`ConnInfo::idle_since_ms`]): hyper would arm, and drop, a boxed timer for every head.
 fn http1_builder(config: &Config) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.header_read_timeout(None)
@@ -1000,7 +1000,7 @@ impl Life {
     /// is done, so that the connection can be taken back from it: to park it when idle
     /// (see `timeouts.park_after`), and to hand it to the tunnel after a `101` (see
     /// [`crate::upstream::upgrade`]). Every request head is timed here, lazily (see
-    /// [`ConnInfo::head_due_ms`]): hyper would arm, and drop, a boxed timer for each.
+    /// [`ConnInfo::idle_since_ms`]): hyper would arm, and drop, a boxed timer for each.
     async fn http1<I>(
         &mut self,
         builder: &http1::Builder,

@@ -462,17 +462,11 @@ async fn later_heads_are_timed_and_slow_responses_are_not() {
 async fn idle_connections_are_parked_and_serve_again() {
     let setup = Setup::role(Role::Serve).start().await;
     let mut s = setup.connect().await;
-    s.write_all(b"GET /threads/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    get_200(&mut s, "/threads/1").await;
     gauge_reaches(&setup, PARKED, 1).await;
 
     // Woken by a whole request.
-    s.write_all(b"GET /threads/2 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    get_200(&mut s, "/threads/2").await;
     assert_eq!(gauge(&setup, PARKED).await, 0);
 
     // Half a head, read by hyper before the connection is parked (its bytes come back
@@ -494,10 +488,7 @@ async fn idle_connections_are_parked_and_serve_again() {
 async fn shutdown_closes_parked_connections() {
     let setup = Setup::role(Role::Serve).start().await;
     let mut s = setup.connect().await;
-    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    get_200(&mut s, "/threads").await;
     gauge_reaches(&setup, PARKED, 1).await;
     let handle = setup.srv.shutdown_handle();
     handle.trigger();
@@ -520,10 +511,7 @@ async fn a_parked_connection_is_closed_when_its_next_head_is_late() {
         .start()
         .await;
     let mut s = setup.connect().await;
-    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    get_200(&mut s, "/threads").await;
     gauge_reaches(&setup, PARKED, 1).await;
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
@@ -545,10 +533,7 @@ async fn park_after_zero_never_parks() {
         .await;
     let mut s = setup.connect().await;
     for _ in 0..2 {
-        s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        get_200(&mut s, "/threads").await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(gauge(&setup, PARKED).await, 0);
     }
@@ -568,10 +553,7 @@ async fn a_short_park_after_parks_sooner() {
         .await;
     let mut s = setup.connect().await;
     for _ in 0..3 {
-        s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        get_200(&mut s, "/threads").await;
         gauge_reaches(&setup, PARKED, 1).await;
     }
     assert_eq!(setup.fleet.seen().len(), 3);

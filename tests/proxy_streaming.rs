@@ -90,13 +90,9 @@ async fn websocket_echo_through_the_proxy() {
 /// served again, and after the `101` its task hands the stream to the tunnel.
 #[tokio::test]
 async fn websocket_on_a_connection_that_was_parked() {
-    use tokio::io::AsyncWriteExt;
     let setup = Setup::serve().await;
     let mut s = setup.connect().await;
-    s.write_all(b"GET /threads HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    get_200(&mut s, "/threads").await;
     gauge_reaches(&setup, PARKED, 1).await;
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),

@@ -37,7 +37,6 @@ pub mod target;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -102,21 +101,13 @@ impl ConnInfo {
 
     /// Since when no request has been open on this connection (ms of
     /// [`clock_ms`](crate::upstream::pool::clock_ms)): since it was accepted or its last
-    /// response ended; `None` while a request is open.
+    /// response ended; `None` while a request is open (no head is awaited then). The
+    /// server's lazy clock reads it when it fires, instead of arming a timer for every head.
     pub fn idle_since_ms(&self) -> Option<u64> {
         if self.requests_open.load(Ordering::Acquire) > 0 {
             return None;
         }
         Some(self.idle_since_ms.load(Ordering::Relaxed))
-    }
-
-    /// When the next request head is due (ms of [`clock_ms`](crate::upstream::pool::clock_ms)): `header_read` after the
-    /// connection last fell idle; `None` while a request is open (no head is awaited then).
-    /// The server checks it lazily, when a per-connection timer fires, instead of arming a
-    /// timer for every head.
-    pub fn head_due_ms(&self, header_read: Duration) -> Option<u64> {
-        self.idle_since_ms()
-            .map(|idle| idle.saturating_add(header_read.as_millis() as u64))
     }
 }
 

@@ -739,6 +739,15 @@ pub async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
     }
 }
 
+/// Send `GET path` on a raw HTTP/1.1 keep-alive connection and check it is answered `200`.
+pub async fn get_200(s: &mut tokio::net::TcpStream, path: &str) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_one_response(s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// The value of a label-less gauge in the proxy's metrics.
 pub async fn gauge(setup: &Setup, name: &str) -> i64 {
     let text = metrics(&setup.srv).await;
