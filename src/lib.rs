@@ -13,7 +13,7 @@
 //!    (bulkheads: fair per-tenant slots, queueing, shedding), [`body`] (streaming
 //!    bodies), [`state`] (the swappable `Snapshot` and the runtime state that survives a
 //!    swap), [`reload`] (build a snapshot, hot reload), [`health`] (`/healthz`, `/readyz`),
-//!    [`memory`] (freed memory handed back to the kernel).
+//!    [`memory`] (freed memory handed back to the kernel, under glibc's allocator).
 //! 3. **data path**: [`proxy`], one module per step of a request's life (normalize,
 //!    classify, target, forward headers, forward, respond) and one error mapping.
 //! 4. **edges**: [`server`] (listeners, TLS, shutdown), [`admin`], [`cli`] (one module
@@ -22,7 +22,7 @@
 //! Where a change belongs: a new config key in `config`, a new request step in `proxy`
 //! (as a tower layer in `Proxy::new`'s stack, reading its settings from the request's
 //! snapshot), state that must survive a reload in `state::Runtime`.
-// One exception, `memory::trim` (glibc's malloc_trim).
+// One exception, `memory::trim` (glibc's malloc_trim, when the allocator is glibc's).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::await_holding_lock)]
 

@@ -1,11 +1,37 @@
 //! The `fleetgate` command line: argument parsing only. Each subcommand is a function of
-//! the library that returns the process exit code (usage errors exit 2, from clap).
+//! the library that returns the process exit code (usage errors exit 2, from clap). And
+//! the process's allocator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use std::time::Duration;
+
+/// jemalloc (feature `jemalloc`, on by default): it keeps small objects of one size
+/// together, apart from the buffers a parked connection frees, and returns freed pages to
+/// the kernel on a clock of its own. See docs/performance.md for what it buys.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read once when it starts (`_RJEM_MALLOC_CONF` in the environment
+/// overrides any of them):
+/// - `narenas:1`: one arena for all threads (each thread still has its own cache); more
+///   arenas cost idle memory and bought nothing measurable on two workers.
+/// - `background_thread:true`: a thread of jemalloc's own returns freed pages, so memory
+///   comes back when the process goes idle, not at its next allocation.
+/// - `dirty_decay_ms:500,muzzy_decay_ms:0`: freed pages go back to the kernel within about
+///   half a second, in one step.
+///
+/// The value is a NUL-terminated string; jemalloc reads the symbol as a `const char *`,
+/// which is what a `&u8` to its first byte is.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[used]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static _rjem_malloc_conf: &u8 =
+    &b"narenas:1,background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:0\0"[0];
 
 use fleetgate::cli::canary::{self, CanaryArgs, CanaryFormat};
 use fleetgate::cli::routes::{self, ClassifyArgs, ClassifyInput, DriftArgs, DriftFormat};

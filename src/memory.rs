@@ -6,6 +6,10 @@
 //! size. So when enough connections have been parked since the last look (once a second),
 //! `malloc_trim(0)` hands the whole free pages inside every arena back to the kernel. It
 //! walks every arena, so it runs on a blocking thread, never on a worker.
+//!
+//! With the feature `jemalloc` (the default), the binary's allocator is jemalloc, which
+//! returns freed pages by itself (its background thread, `src/main.rs`): then nothing
+//! here runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,6 +34,9 @@ pub fn parked() {
 /// Trim the allocator's arenas whenever enough connections were parked since the last
 /// look; until `stop`.
 pub async fn give_back_freed(mut stop: watch::Receiver<bool>) {
+    if cfg!(feature = "jemalloc") {
+        return;
+    }
     let mut tick = tokio::time::interval(LOOK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -46,7 +53,7 @@ pub async fn give_back_freed(mut stop: watch::Receiver<bool>) {
 }
 
 /// Return the free pages of every arena to the kernel (glibc); elsewhere nothing.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
 #[allow(unsafe_code)]
 fn trim() {
     // SAFETY: malloc_trim takes no pointer and has no precondition; glibc locks each
@@ -56,5 +63,5 @@ fn trim() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc"))))]
 fn trim() {}
