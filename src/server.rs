@@ -1024,37 +1024,46 @@ impl Life {
                 Pin::new(&mut conn).graceful_shutdown();
             }
             let mut parking = false;
-            let ended = loop {
-                tokio::select! {
-                    r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                    _ = clock.as_mut() => {
-                        let park = self.park_after.filter(|_| !parking && !self.draining);
-                        let now = crate::upstream::pool::clock_ms();
-                        match Tick::of(now, self.info.idle_since_ms(), self.header_read, park) {
-                            Tick::Late => {
-                                tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
-                                return;
+            // The drain signal's wait is made once per hyper connection, not at every
+            // wake of the task (each made and dropped wait locks the signal's list of
+            // waiters twice). Kill comes only after the drain (`serve`'s shutdown), so
+            // it is watched once draining.
+            let ended = {
+                let drain = self.drain.changed();
+                tokio::pin!(drain);
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                        _ = clock.as_mut() => {
+                            let park = self.park_after.filter(|_| !parking && !self.draining);
+                            let now = crate::upstream::pool::clock_ms();
+                            match Tick::of(now, self.info.idle_since_ms(), self.header_read, park) {
+                                Tick::Late => {
+                                    tracing::debug!(remote = %self.remote, "no request head within timeouts.header_read; closing");
+                                    return;
+                                }
+                                // Not before its first request: until then hyper counts the
+                                // connection busy, and parking would close it after that
+                                // request. Look again in a while.
+                                Tick::Park if !self.info.seen_request.load(Ordering::Relaxed) => {
+                                    clock.as_mut().reset(Instant::now() + LOOK_WHILE_OPEN);
+                                }
+                                Tick::Park => {
+                                    // Idle: hyper closes its connection at once, and gives the
+                                    // stream back (with any bytes it read and did not use).
+                                    parking = true;
+                                    Pin::new(&mut conn).graceful_shutdown();
+                                }
+                                Tick::Next(after) => clock.as_mut().reset(Instant::now() + after),
                             }
-                            // Not before its first request: until then hyper counts the
-                            // connection busy, and parking would close it after that
-                            // request. Look again in a while.
-                            Tick::Park if !self.info.seen_request.load(Ordering::Relaxed) => {
-                                clock.as_mut().reset(Instant::now() + LOOK_WHILE_OPEN);
-                            }
-                            Tick::Park => {
-                                // Idle: hyper closes its connection at once, and gives the
-                                // stream back (with any bytes it read and did not use).
-                                parking = true;
-                                Pin::new(&mut conn).graceful_shutdown();
-                            }
-                            Tick::Next(after) => clock.as_mut().reset(Instant::now() + after),
                         }
+                        _ = drain.as_mut(), if !self.draining => {
+                            self.draining = true;
+                            Pin::new(&mut conn).graceful_shutdown();
+                        }
+                        _ = self.kill.changed(), if self.draining => return,
                     }
-                    _ = self.drain.changed(), if !self.draining => {
-                        self.draining = true;
-                        Pin::new(&mut conn).graceful_shutdown();
-                    }
-                    _ = self.kill.changed() => return,
                 }
             };
             if let Err(e) = ended {
