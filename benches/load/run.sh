@@ -641,7 +641,9 @@ if have h2load; then
             h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "http://127.0.0.1:$port$TARGET_PATH" >"$out" 2>&1 || true
             c1=$(path_cpu "$p")
             # "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout"
-            read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out")
+            # No such line (h2load killed, or crashed): a run without answers, below.
+            completed="" ok=""
+            read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out") || true
             rps=$(awk '/^finished in/ {print $4}' "$out")
             if [[ -z ${ok:-} || $ok == 0 ]]; then
                 note "  rep $rep $p: h2load got no answers (see $out)"
