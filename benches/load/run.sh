@@ -684,7 +684,7 @@ start_one() {
             if [[ -n $tls ]]; then
                 name=nginx_tls port=$P_NGX_TLS
                 PORT_TLS[$p]=$port
-                nginx_proxy_config "$name" "$upstream" "        listen 127.0.0.1:$port ssl;
+                nginx_proxy_config "$name" "$upstream" "        listen 127.0.0.1:$port ssl http2;
         ssl_certificate $WORK/tls/cert.pem;
         ssl_certificate_key $WORK/tls/key.pem;
         ssl_protocols TLSv1.3;
@@ -709,7 +709,7 @@ start_one() {
             if [[ -n $tls ]]; then
                 name=haproxy_tls port=$P_HAP_TLS
                 PORT_TLS[$p]=$port
-                haproxy_config "$upstream" "127.0.0.1:$port ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3 ciphersuites $TLS_SUITE curves X25519" >"$WORK/$name.cfg"
+                haproxy_config "$upstream" "127.0.0.1:$port ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3 ciphersuites $TLS_SUITE curves X25519 alpn h2,http/1.1" >"$WORK/$name.cfg"
             else
                 name=haproxy_fresh port=$P_HAP
                 PORT[$p]=$port
@@ -841,7 +841,7 @@ done
 # answer). (b) wrk -t1 -c64 over https, keep-alive, as workload 1. Interleaved, medians.
 
 TLS_CLIENTS=4
-declare -A HS_RATE HS_CPU TRPS TCPU TERRS
+declare -A HS_RATE HS_CPU TRPS TCPU T2RPS T2CPU TERRS
 TLS_PATHS=()
 TLS_PARAMS=""
 if have openssl; then
@@ -944,6 +944,33 @@ if have openssl; then
             note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $errs errors"
         done
     done
+
+    # (c) HTTP/2 over TLS (ALPN h2), as workload 3: the same connections and streams.
+    if [[ -n $H2 ]]; then
+        note "workload 6c: h2load -t1 -c16 -m16 -D$SECS over https (ALPN h2), $REPS interleaved repetitions over: ${TLS_PATHS[*]}"
+        for rep in $(seq "$REPS"); do
+            for p in "${TLS_PATHS[@]}"; do
+                out=$WORK/h2load-tls-$p-$rep.txt
+                c0=$(path_cpu "$p")
+                h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "https://127.0.0.1:${PORT_TLS[$p]}$TARGET_PATH" >"$out" 2>&1 || true
+                c1=$(path_cpu "$p")
+                completed="" ok=""
+                read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out") || true
+                rps=$(awk '/^finished in/ {print $4}' "$out")
+                proto=$(awk '/^Application protocol:/ {print $3}' "$out")
+                if [[ -z ${ok:-} || $ok == 0 || $proto != h2 ]]; then
+                    note "  rep $rep $p: h2load got no HTTP/2 answers over TLS (see $out)"
+                    TERRS[$p]=$((${TERRS[$p]:-0} + 1))
+                    continue
+                fi
+                cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$completed" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
+                T2RPS[$p]+="$rps "
+                T2CPU[$p]+="$cpu_us "
+                TERRS[$p]=$((${TERRS[$p]:-0} + completed - ok))
+                note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((completed - ok)) failed"
+            done
+        done
+    fi
     stop_all
 fi
 
@@ -1049,14 +1076,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     echo
     echo "5: one $STREAM_MIB MiB GET of $STREAM_PATH (from the nginx upstream, sendfile) and one $STREAM_MIB MiB POST to $UPLOAD_PATH (to tiny_upstream, which reads and counts it), curl, each transfer on freshly started proxy processes; MB/s = 10^6 bytes/s, curl's average; CPU as in 1, per GiB moved; peak RSS = VmHWM summed over the proxy's processes."
     if [[ -n $TLS_PARAMS ]]; then
-        echo "6: TLS on fresh processes, negotiated: $TLS_PARAMS (self-signed P-256 certificate). (a) $TLS_CLIENTS x openssl s_time -new -time $SECS: every connection a full handshake (no resumption) and one GET $TARGET_PATH (HTTP/1.0, closed after it); CPU per connection. (b) wrk -t1 -c64 -d${SECS}s over https, keep-alive, same request; CPU as in 1."
+        echo "6: TLS on fresh processes, negotiated: $TLS_PARAMS (self-signed P-256 certificate). (a) $TLS_CLIENTS x openssl s_time -new -time $SECS: every connection a full handshake (no resumption) and one GET $TARGET_PATH (HTTP/1.0, closed after it); CPU per connection. (b) wrk -t1 -c64 -d${SECS}s over https, keep-alive, same request; CPU as in 1. (c) h2load -t1 -c16 -m16 -D${SECS} over https (ALPN h2), same request; CPU as in 3."
     else
         echo "6: skipped (openssl not found)."
     fi
-    echo "Medians of $REPS interleaved runs; errors = failed or short transfers (5), failed s_time clients and wrk errors (6), over all runs."
+    echo "Medians of $REPS interleaved runs; errors = failed or short transfers (5), failed s_time clients, wrk errors and failed h2load requests (6), over all runs."
     echo
-    echo "| path | 5: down MB/s | 5: down CPU ms/GiB | 5: down peak RSS MiB | 5: up MB/s | 5: up CPU ms/GiB | 5: up peak RSS MiB | 6: handshakes/s | 6: CPU µs/handshake | 6: TLS req/s | 6: TLS CPU µs/req | errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| path | 5: down MB/s | 5: down CPU ms/GiB | 5: down peak RSS MiB | 5: up MB/s | 5: up CPU ms/GiB | 5: up peak RSS MiB | 6: handshakes/s | 6: CPU µs/handshake | 6: TLS req/s | 6: TLS CPU µs/req | 6: TLS h2 req/s | 6: TLS h2 CPU µs/req | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${STREAM_PATHS[@]}"; do
         name=$(label "$p")
         [[ $p == direct ]] && name="direct (curl → upstream)"
@@ -1067,16 +1094,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
             [[ $up_cpu != "—" ]] && up_cpu="($up_cpu upstream)"
             dn_rss="—" up_rss="—"
         fi
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
             "$(num "$(med_or "${DN_MBS[$p]:-}")" 0)" "$dn_cpu" "$dn_rss" \
             "$(num "$(med_or "${UP_MBS[$p]:-}")" 0)" "$up_cpu" "$up_rss" \
             "$(num "$(med_or "${HS_RATE[$p]:-}")" 0)" "$(num "$(med_or "${HS_CPU[$p]:-}")" 1)" \
             "$(num "$(med_or "${TRPS[$p]:-}")" 0)" "$(num "$(med_or "${TCPU[$p]:-}")" 2)" \
+            "$(num "$(med_or "${T2RPS[$p]:-}")" 0)" "$(num "$(med_or "${T2CPU[$p]:-}")" 2)" \
             "$((${SERRS[$p]:-0} + ${TERRS[$p]:-0}))"
     done
     echo
-    echo "| fleetgate / … | 5: down MB/s | 5: down CPU | 5: down peak RSS | 5: up MB/s | 5: up CPU | 5: up peak RSS | 6: handshakes/s | 6: CPU/handshake | 6: TLS req/s | 6: TLS CPU/req |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| fleetgate / … | 5: down MB/s | 5: down CPU | 5: down peak RSS | 5: up MB/s | 5: up CPU | 5: up peak RSS | 6: handshakes/s | 6: CPU/handshake | 6: TLS req/s | 6: TLS CPU/req | 6: TLS h2 req/s | 6: TLS h2 CPU/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     # fr FIGURE P: fleetgate's median over P's.
     fr() {
         local -n fig=$1
@@ -1085,13 +1113,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "nan" |
     for p in nginx haproxy bare direct; do
         [[ " ${STREAM_PATHS[*]} " == *" $p "* ]] || continue
         if [[ $p == direct ]]; then
-            printf '| %s | %s | — | — | %s | — | — | — | — | — | — |\n' "direct (curl → upstream)" "$(fr DN_MBS "$p")" "$(fr UP_MBS "$p")"
+            printf '| %s | %s | — | — | %s | — | — | — | — | — | — | — | — |\n' "direct (curl → upstream)" "$(fr DN_MBS "$p")" "$(fr UP_MBS "$p")"
             continue
         fi
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" \
             "$(fr DN_MBS "$p")" "$(fr DN_CPU "$p")" "$(fr DN_RSS "$p")" \
             "$(fr UP_MBS "$p")" "$(fr UP_CPU "$p")" "$(fr UP_RSS "$p")" \
-            "$(fr HS_RATE "$p")" "$(fr HS_CPU "$p")" "$(fr TRPS "$p")" "$(fr TCPU "$p")"
+            "$(fr HS_RATE "$p")" "$(fr HS_CPU "$p")" "$(fr TRPS "$p")" "$(fr TCPU "$p")" \
+            "$(fr T2RPS "$p")" "$(fr T2CPU "$p")"
     done
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average before the run: $LOAD_BEFORE"
