@@ -79,7 +79,11 @@ impl Write for LineWriter {
             }
             LineWriter::Direct => {
                 write_out(p);
-                std::io::stderr().write_all(buf)?;
+                // An error is not passed on: tracing would report it with `eprintln!`,
+                // which panics when stderr is gone (its reader closed the pipe), in
+                // whichever task was logging (the SIGTERM handler, say). A log that cannot
+                // be written is lost; the process goes on.
+                let _ = std::io::stderr().write_all(buf);
             }
         }
         Ok(buf.len())
@@ -128,6 +132,8 @@ pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(StderrLines)
+        // tracing reports its own errors with `eprintln!`, which panics without a stderr.
+        .log_internal_errors(false)
         .with_ansi(ansi);
     let installed = match format {
         // The access line has its own `target` field (local|fleet|ide); JSON lines carry no

@@ -26,6 +26,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///
 /// The value is a NUL-terminated string; jemalloc reads the symbol as a `const char *`,
 /// which is what a `&u8` to its first byte is.
+// SAFETY: the one definition of this name in the process (jemalloc's own is weak), of the
+// type jemalloc declares for it, and never written.
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[used]

@@ -1,6 +1,7 @@
 //! The real binary: `check` and `serve` configuration errors (exit 78, file/line/key in
 //! the message), environment overrides, `check --print`, SIGTERM (exit 0), curl against
-//! `serve`, and the examples `fleetgate demo` prints.
+//! `serve` (and that its allocator runs with the compiled-in settings), and the examples
+//! `fleetgate demo` prints.
 
 mod support;
 
@@ -326,6 +327,74 @@ fn wait_ready(admin: u16) -> bool {
     false
 }
 
+/// The names of process `pid`'s threads, once one is named `want` (or after a 10 s
+/// watchdog).
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
+fn thread_names_once(pid: u32, want: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..200 {
+        names = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().any(|n| n == want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    names
+}
+
+/// A supervisor that stops reading fleetgate's stderr (it closed the pipe) must not keep
+/// SIGTERM from shutting it down: the shutdown's log lines cannot be written, and are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_when_stderr_is_gone() {
+    let routes = manifest_dir();
+    let fleet = upstream("fleet").await;
+    let dir = TempDir::new("cli");
+    let (listen, admin) = (free_port(), free_port());
+    let cfg = dir.write(
+        "serve.toml",
+        &valid_config(&dir, routes.path(), listen, admin, fleet.addr.port()),
+    );
+    let mut child = Command::new(EXE)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = tokio::task::spawn_blocking(move || wait_ready(admin))
+        .await
+        .unwrap();
+    // Its reader gone: every later write to stderr fails with EPIPE.
+    drop(child.stderr.take());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(ready, "serve became ready");
+    assert!(status.success());
+    assert_eq!(code, Some(0), "exit 0 after SIGTERM with stderr closed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_curl_and_exits_0_on_sigterm() {
     let routes = manifest_dir();
@@ -347,6 +416,22 @@ async fn serve_answers_curl_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert!(ready, "serve became ready");
+
+    // The allocator runs with the settings compiled into the binary (src/main.rs): its
+    // background thread exists only if jemalloc read them.
+    #[cfg(all(target_os = "linux", feature = "jemalloc"))]
+    {
+        let pid = child.id();
+        let threads =
+            tokio::task::spawn_blocking(move || thread_names_once(pid, "jemalloc_bg_thd"))
+                .await
+                .unwrap();
+        if !threads.iter().any(|n| n == "jemalloc_bg_thd") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no jemalloc background thread: {threads:?}");
+        }
+    }
 
     let a = get(&format!("http://127.0.0.1:{listen}/api/w1/runs/1")).await;
     assert_eq!((a.status.as_u16(), a.server()), (200, "fleet".to_string()));
