@@ -349,10 +349,17 @@ fn thread_names_once(pid: u32, want: &str) -> Vec<String> {
     names
 }
 
-/// A supervisor that stops reading fleetgate's stderr (it closed the pipe) must not keep
-/// SIGTERM from shutting it down: the shutdown's log lines cannot be written, and are lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_shuts_down_when_stderr_is_gone() {
+/// `fleetgate serve` on free ports in front of a test upstream, its stderr piped, once
+/// ready (it is killed, and the test fails, if it is not); what it uses lives as long.
+struct Serving {
+    child: std::process::Child,
+    listen: u16,
+    _routes: TempDir,
+    _dir: TempDir,
+    _fleet: Upstream,
+}
+
+async fn start_serve() -> Serving {
     let routes = manifest_dir();
     let fleet = upstream("fleet").await;
     let dir = TempDir::new("cli");
@@ -371,13 +378,29 @@ async fn sigterm_shuts_down_when_stderr_is_gone() {
     let ready = tokio::task::spawn_blocking(move || wait_ready(admin))
         .await
         .unwrap();
-    // Its reader gone: every later write to stderr fails with EPIPE.
-    drop(child.stderr.take());
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve did not become ready");
+    }
+    Serving {
+        child,
+        listen,
+        _routes: routes,
+        _dir: dir,
+        _fleet: fleet,
+    }
+}
+
+/// SIGTERM, then the exit code: `None` if the process had not exited within a 10 s
+/// watchdog (it is killed then).
+async fn terminate(mut child: std::process::Child) -> Option<i32> {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let code = tokio::task::spawn_blocking(move || {
+    assert!(status.success());
+    tokio::task::spawn_blocking(move || {
         for _ in 0..200 {
             if let Some(s) = child.try_wait().unwrap() {
                 return s.code();
@@ -389,46 +412,37 @@ async fn sigterm_shuts_down_when_stderr_is_gone() {
         None
     })
     .await
-    .unwrap();
-    assert!(ready, "serve became ready");
-    assert!(status.success());
+    .unwrap()
+}
+
+/// A supervisor that stops reading fleetgate's stderr (it closed the pipe) must not keep
+/// SIGTERM from shutting it down: the shutdown's log lines cannot be written, and are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_when_stderr_is_gone() {
+    let mut serving = start_serve().await;
+    // Its reader gone: every later write to stderr fails with EPIPE.
+    drop(serving.child.stderr.take());
+    let code = terminate(serving.child).await;
     assert_eq!(code, Some(0), "exit 0 after SIGTERM with stderr closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_curl_and_exits_0_on_sigterm() {
-    let routes = manifest_dir();
-    let fleet = upstream("fleet").await;
-    let dir = TempDir::new("cli");
-    let (listen, admin) = (free_port(), free_port());
-    let cfg = dir.write(
-        "serve.toml",
-        &valid_config(&dir, routes.path(), listen, admin, fleet.addr.port()),
-    );
-    let mut child = Command::new(EXE)
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = tokio::task::spawn_blocking(move || wait_ready(admin))
-        .await
-        .unwrap();
-    assert!(ready, "serve became ready");
+    let mut serving = start_serve().await;
+    let listen = serving.listen;
 
     // The allocator runs with the settings compiled into the binary (src/main.rs): its
     // background thread exists only if jemalloc read them.
     #[cfg(all(target_os = "linux", feature = "jemalloc"))]
     {
-        let pid = child.id();
+        let pid = serving.child.id();
         let threads =
             tokio::task::spawn_blocking(move || thread_names_once(pid, "jemalloc_bg_thd"))
                 .await
                 .unwrap();
         if !threads.iter().any(|n| n == "jemalloc_bg_thd") {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = serving.child.kill();
+            let _ = serving.child.wait();
             panic!("no jemalloc background thread: {threads:?}");
         }
     }
@@ -463,23 +477,7 @@ async fn serve_answers_curl_and_exits_0_on_sigterm() {
         println!("note: curl is not installed; skipping the curl part of this test");
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = tokio::task::spawn_blocking(move || {
-        for _ in 0..200 {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
+    let code = terminate(serving.child).await;
     assert_eq!(code, Some(0), "exit 0 after SIGTERM");
 }
 
