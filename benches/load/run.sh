@@ -627,6 +627,25 @@ fi
 # Workload 3: h2c (HTTP/2 with prior knowledge), h2load -t1 -c16 -m16, req/s and CPU per
 # request, interleaved, medians. Not the direct path: the upstream speaks HTTP/1.1 only.
 
+# h2load_run P URL OUT: one h2load run against path P, its output in OUT. Sets HL_RPS,
+# HL_CPU (proxy CPU µs a request), HL_FAILED and HL_PROTO (the application protocol h2load
+# negotiated); fails when h2load got no answers.
+h2load_run() {
+    local p=$1 url=$2 out=$3 c0 c1 completed="" ok=""
+    c0=$(path_cpu "$p")
+    h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "$url$TARGET_PATH" >"$out" 2>&1 || true
+    c1=$(path_cpu "$p")
+    # "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout"
+    # No such line (h2load killed, or crashed): a run without answers.
+    read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out") || true
+    HL_PROTO=$(awk '/^Application protocol:/ {print $3}' "$out")
+    [[ -n ${ok:-} && $ok != 0 ]] || return 1
+    HL_RPS=$(awk '/^finished in/ {print $4}' "$out")
+    HL_FAILED=$((completed - ok))
+    # The warm-up second is not in the count but is in the CPU time: add it at the same rate.
+    HL_CPU=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$completed" -v r="$HL_RPS" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
+}
+
 declare -A H2RPS H2CPU
 H2=""
 if have h2load; then
@@ -637,24 +656,14 @@ if have h2load; then
             [[ $p == direct ]] && continue
             port=${PORT_H2[$p]:-${PORT[$p]}}
             out=$WORK/h2load-$p-$rep.txt
-            c0=$(path_cpu "$p")
-            h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "http://127.0.0.1:$port$TARGET_PATH" >"$out" 2>&1 || true
-            c1=$(path_cpu "$p")
-            # "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout"
-            # No such line (h2load killed, or crashed): a run without answers, below.
-            completed="" ok=""
-            read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out") || true
-            rps=$(awk '/^finished in/ {print $4}' "$out")
-            if [[ -z ${ok:-} || $ok == 0 ]]; then
+            if ! h2load_run "$p" "http://127.0.0.1:$port" "$out"; then
                 note "  rep $rep $p: h2load got no answers (see $out)"
                 continue
             fi
-            # The warm-up second is not in the count but is in the CPU time: add it at the same rate.
-            cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$completed" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
-            H2RPS[$p]+="$rps "
-            H2CPU[$p]+="$cpu_us "
-            ERRS[$p]=$((${ERRS[$p]:-0} + completed - ok))
-            note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((completed - ok)) failed"
+            H2RPS[$p]+="$HL_RPS "
+            H2CPU[$p]+="$HL_CPU "
+            ERRS[$p]=$((${ERRS[$p]:-0} + HL_FAILED))
+            note "  rep $rep $p: $HL_RPS req/s, $HL_CPU CPU us/req, $HL_FAILED failed"
         done
     done
 fi
@@ -951,23 +960,15 @@ if have openssl; then
         for rep in $(seq "$REPS"); do
             for p in "${TLS_PATHS[@]}"; do
                 out=$WORK/h2load-tls-$p-$rep.txt
-                c0=$(path_cpu "$p")
-                h2load -t1 -c16 -m16 -D "$SECS" --warm-up-time=1 "https://127.0.0.1:${PORT_TLS[$p]}$TARGET_PATH" >"$out" 2>&1 || true
-                c1=$(path_cpu "$p")
-                completed="" ok=""
-                read -r completed ok < <(awk '/^requests:/ {print $6, $8}' "$out") || true
-                rps=$(awk '/^finished in/ {print $4}' "$out")
-                proto=$(awk '/^Application protocol:/ {print $3}' "$out")
-                if [[ -z ${ok:-} || $ok == 0 || $proto != h2 ]]; then
+                if ! h2load_run "$p" "https://127.0.0.1:${PORT_TLS[$p]}" "$out" || [[ $HL_PROTO != h2 ]]; then
                     note "  rep $rep $p: h2load got no HTTP/2 answers over TLS (see $out)"
                     TERRS[$p]=$((${TERRS[$p]:-0} + 1))
                     continue
                 fi
-                cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$completed" -v r="$rps" 'BEGIN {printf "%.2f", t * 1e6 / hz / (n + r)}')
-                T2RPS[$p]+="$rps "
-                T2CPU[$p]+="$cpu_us "
-                TERRS[$p]=$((${TERRS[$p]:-0} + completed - ok))
-                note "  rep $rep $p: $rps req/s, $cpu_us CPU us/req, $((completed - ok)) failed"
+                T2RPS[$p]+="$HL_RPS "
+                T2CPU[$p]+="$HL_CPU "
+                TERRS[$p]=$((${TERRS[$p]:-0} + HL_FAILED))
+                note "  rep $rep $p: $HL_RPS req/s, $HL_CPU CPU us/req, $HL_FAILED failed"
             done
         done
     fi
