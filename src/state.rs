@@ -512,6 +512,7 @@ impl State {
     pub fn new(snapshot: Snapshot, runtime: Runtime) -> State {
         runtime.metrics.set_manifest(snapshot.manifest.digest());
         runtime.bulkheads.configure(&snapshot.config.admission);
+        (runtime.client).set_max_idle(snapshot.config.upstreams.max_idle_per_endpoint);
         runtime.set_super_read_only(snapshot.config.guard.super_read_only);
         State {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -528,6 +529,7 @@ impl State {
     pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
         let rt = &self.runtime;
         rt.client.set_connect_timeout(next.config.timeouts.connect);
+        (rt.client).set_max_idle(next.config.upstreams.max_idle_per_endpoint);
         rt.metrics.set_manifest(next.manifest.digest());
         rt.bulkheads.configure(&next.config.admission);
         // The switch is runtime state: a reload changes it only when the file's value

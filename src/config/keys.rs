@@ -167,6 +167,17 @@ pub(super) const KEYS: &[Key] = &[
         get: |c| ms(c.upstreams.dns_refresh),
     },
     Key {
+        name: "upstreams.max_idle_per_endpoint",
+        env: &["FLEETGATE_UPSTREAMS_MAX_IDLE_PER_ENDPOINT"],
+        set: |d, r| {
+            put(
+                &mut d.config.upstreams.max_idle_per_endpoint,
+                size(r, 0, 100_000, ""),
+            )
+        },
+        get: |c| int(c.upstreams.max_idle_per_endpoint),
+    },
+    Key {
         name: "upstreams.ca_file",
         env: &["FLEETGATE_UPSTREAMS_CA_FILE"],
         set: |d, r| {

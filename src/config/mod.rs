@@ -227,6 +227,9 @@ pub struct Upstreams {
     pub ide: Option<UpstreamUrl>,
     /// How often DNS names are re-resolved.
     pub dns_refresh: Duration,
+    /// Idle keep-alive connections kept per endpoint and worker thread; a connection
+    /// whose response ends beyond it closes the least recently used one (0: none kept).
+    pub max_idle_per_endpoint: usize,
     /// The PEM bundle of the certificate authorities `https` upstreams are checked
     /// against; when set, the only ones trusted. `None`: the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -458,6 +461,7 @@ impl Default for Config {
                 fleet: vec![UpstreamUrl::http("127.0.0.1", 3000)],
                 ide: None,
                 dns_refresh: Duration::from_millis(5000),
+                max_idle_per_endpoint: 64,
                 ca_file: None,
                 client_auth: None,
             },

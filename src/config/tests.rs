@@ -53,6 +53,23 @@ fn allow_encoded_slash_from_file_and_environment() {
 }
 
 #[test]
+fn max_idle_per_endpoint_from_file_and_environment() {
+    assert_eq!(parse("").unwrap().upstreams.max_idle_per_endpoint, 64);
+    let c = parse("[upstreams]\nmax_idle_per_endpoint = 0\n").unwrap();
+    assert_eq!(c.upstreams.max_idle_per_endpoint, 0, "0 keeps none");
+    let env =
+        |k: &str| (k == "FLEETGATE_UPSTREAMS_MAX_IDLE_PER_ENDPOINT").then(|| "500".to_string());
+    let c = Config::load_with(None, &env).unwrap();
+    assert_eq!(c.upstreams.max_idle_per_endpoint, 500);
+    let e = parse("[upstreams]\nmax_idle_per_endpoint = -1\n").unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("f.toml:2", "upstreams.max_idle_per_endpoint")
+    );
+    assert!(e.to_string().contains("from 0 to 100000"), "{e}");
+}
+
+#[test]
 fn unknown_key_names_line_and_key() {
     let e = parse("role = \"serve\"\n[timeouts]\nconect = 5\n").unwrap_err();
     assert_eq!(e.origin, "f.toml:3");
@@ -266,6 +283,7 @@ allow_encoded_slash = true
 fleet = ["http://10.0.0.1:3000", "http://[fd00::1]:3000"]
 ide = "http://ide.internal:3000"
 dns_refresh = 250
+max_idle_per_endpoint = 3
 [timeouts]
 connect = 1
 first_byte = 2

@@ -5,8 +5,11 @@
 //! A connection is taken out for one request and comes back when that request's response
 //! body has ended ([`Reuse`] travels with the response, inside the endpoint's in-flight
 //! count). Idle connections are kept per endpoint address (so a reload that keeps an
-//! endpoint keeps them), the most recently used handed out first, and closed once idle
-//! for [`POOL_IDLE`]: checked whenever the endpoint's list is used, so a list nobody uses
+//! endpoint keeps them), the most recently used handed out first, at most
+//! `upstreams.max_idle_per_endpoint` of them (a connection coming back beyond it closes
+//! the least recently used, as nginx's `keepalive N` does: a burst's connections do not
+//! stay open, each with its buffers, once it has passed), and closed once idle for
+//! [`POOL_IDLE`]: checked whenever the endpoint's list is used, so a list nobody uses
 //! again keeps its connections until the upstream closes them.
 //!
 //! This replaces hyper-util's pooled client for plain endpoints: no pool key to hash, no
@@ -17,6 +20,7 @@
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,14 +81,28 @@ struct Idle {
 }
 
 /// One worker's idle connections (see the module docs).
-#[derive(Default)]
 pub struct KeepAlive {
     /// By endpoint address; each list oldest first. Only its own worker thread uses it:
     /// the lock is never contended.
     idle: Mutex<Vec<(SocketAddr, Vec<Idle>)>>,
+    /// `upstreams.max_idle_per_endpoint` (set again on reload).
+    max_idle: AtomicUsize,
 }
 
 impl KeepAlive {
+    pub fn new(max_idle: usize) -> KeepAlive {
+        KeepAlive {
+            idle: Mutex::default(),
+            max_idle: AtomicUsize::new(max_idle),
+        }
+    }
+
+    /// Keep at most `max` idle connections per endpoint from now on (lists longer than
+    /// that shrink as their connections come back).
+    pub fn set_max_idle(&self, max: usize) {
+        self.max_idle.store(max, Ordering::Relaxed);
+    }
+
     /// An idle connection to `addr` that can take a request now, if there is one: the
     /// most recently used first. Closed ones met on the way are dropped; one still
     /// finishing its last response stays for later. At most `TAKE_LOOKS` (4) live ones are
@@ -108,9 +126,11 @@ impl KeepAlive {
         None
     }
 
-    /// `conn` is idle again (its last response has ended).
+    /// `conn` is idle again (its last response has ended). Beyond the most to keep, the
+    /// least recently used goes (dropping hyper's sending side ends its connection).
     fn put(&self, addr: SocketAddr, conn: Conn) {
-        if conn.is_closed() {
+        let max = self.max_idle.load(Ordering::Relaxed);
+        if conn.is_closed() || max == 0 {
             return;
         }
         let now = Instant::now();
@@ -123,6 +143,10 @@ impl KeepAlive {
             }
         };
         expire(list, now);
+        if list.len() >= max {
+            let excess = list.len() + 1 - max;
+            list.drain(..excess);
+        }
         list.push(Idle { conn, since: now });
     }
 
@@ -212,10 +236,19 @@ mod tests {
 
     /// An HTTP/1.1 server answering `200 ok` on every request of every connection.
     async fn server() -> SocketAddr {
+        counting_server().await.0
+    }
+
+    /// [`server`], with the number of its connections still open.
+    async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counted = open.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let open = counted.clone();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|_req| async {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
@@ -225,10 +258,11 @@ mod tests {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        addr
+        (addr, open)
     }
 
     async fn get(sender: &mut Conn) {
@@ -246,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_comes_back_and_is_reused_most_recent_first() {
         let addr = server().await;
-        let pool = Arc::new(KeepAlive::default());
+        let pool = Arc::new(KeepAlive::new(64));
         assert!(pool.take(addr).is_none());
         let mut a = connect(addr, Duration::from_secs(5)).await.unwrap();
         let mut b = connect(addr, Duration::from_secs(5)).await.unwrap();
@@ -263,6 +297,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn beyond_the_most_to_keep_the_least_recently_used_is_closed() {
+        let (addr, open) = counting_server().await;
+        let pool = Arc::new(KeepAlive::new(2));
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+            get(&mut c).await;
+            conns.push(c);
+        }
+        assert_eq!(open.load(Ordering::SeqCst), 4);
+        for c in conns {
+            drop(Reuse::new(c, addr, pool.clone()));
+        }
+        assert_eq!(pool.idle_count(), 2, "two kept");
+        // The two dropped are closed, at the upstream too (watchdog: 10 s).
+        for _ in 0..1000 {
+            if open.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(open.load(Ordering::SeqCst), 2);
+        // The two kept work.
+        let mut a = pool.take(addr).unwrap();
+        let mut b = pool.take(addr).unwrap();
+        get(&mut a).await;
+        get(&mut b).await;
+
+        // Set to 0 (a reload), none is kept.
+        pool.set_max_idle(0);
+        drop(Reuse::new(a, addr, pool.clone()));
+        drop(Reuse::new(b, addr, pool.clone()));
+        assert_eq!(pool.idle_count(), 0);
+        for _ in 0..1000 {
+            if open.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_handed_out() {
         // An upstream that accepts, answers nothing and closes.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -272,7 +349,7 @@ mod tests {
                 drop(tcp);
             }
         });
-        let pool = Arc::new(KeepAlive::default());
+        let pool = Arc::new(KeepAlive::new(64));
         let sender = connect(addr, Duration::from_secs(5)).await.unwrap();
         // The connection task sees the close.
         for _ in 0..100 {
