@@ -134,7 +134,6 @@ pub async fn build_snapshot(
         Upstream::Fleet,
         config.upstreams.fleet.clone(),
         upstream_tls.as_ref(),
-        config.upstreams.max_idle_per_endpoint,
         previous.map(|p| &p.fleet),
         metrics.clone(),
     )
@@ -145,7 +144,6 @@ pub async fn build_snapshot(
                 Upstream::Ide,
                 vec![url.clone()],
                 upstream_tls.as_ref(),
-                config.upstreams.max_idle_per_endpoint,
                 previous.and_then(|p| p.ide.as_ref()),
                 metrics.clone(),
             )

@@ -512,7 +512,9 @@ impl State {
     pub fn new(snapshot: Snapshot, runtime: Runtime) -> State {
         runtime.metrics.set_manifest(snapshot.manifest.digest());
         runtime.bulkheads.configure(&snapshot.config.admission);
-        (runtime.client).set_max_idle(snapshot.config.upstreams.max_idle_per_endpoint);
+        runtime
+            .client
+            .set_max_idle(snapshot.config.upstreams.max_idle_per_endpoint);
         runtime.set_super_read_only(snapshot.config.guard.super_read_only);
         State {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -529,7 +531,8 @@ impl State {
     pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
         let rt = &self.runtime;
         rt.client.set_connect_timeout(next.config.timeouts.connect);
-        (rt.client).set_max_idle(next.config.upstreams.max_idle_per_endpoint);
+        rt.client
+            .set_max_idle(next.config.upstreams.max_idle_per_endpoint);
         rt.metrics.set_manifest(next.manifest.digest());
         rt.bulkheads.configure(&next.config.admission);
         // The switch is runtime state: a reload changes it only when the file's value
@@ -546,9 +549,12 @@ impl State {
         previous
     }
 
-    /// Probe ejected endpoints and re-resolve DNS names of the live snapshot's pools,
-    /// until `stop` fires. Pools come and go with reloads; this always looks at the live
-    /// ones.
+    /// Probe ejected endpoints and re-resolve DNS names of the live snapshot's pools, and
+    /// close the idle upstream connections that should not stay ([`KeepAlive::purge`],
+    /// every tick), until `stop` fires. Pools come and go with reloads; this always looks
+    /// at the live ones.
+    ///
+    /// [`KeepAlive::purge`]: crate::upstream::keepalive::KeepAlive::purge
     pub async fn maintain_upstreams(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         const TICK: Duration = Duration::from_millis(100);
         let mut next_dns = tokio::time::Instant::now();
@@ -560,6 +566,7 @@ impl State {
             if *stop.borrow() {
                 return;
             }
+            self.runtime.client.purge_idle();
             let snap = self.snapshot();
             let timeouts = snap.config.timeouts;
             for pool in snap.pools() {

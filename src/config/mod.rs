@@ -219,6 +219,9 @@ impl fmt::Display for UpstreamUrl {
     }
 }
 
+/// The default of `upstreams.max_idle_per_endpoint`.
+pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstreams {
     /// The fleet pool; in roles ide/worker/all this is the local application.
@@ -461,7 +464,7 @@ impl Default for Config {
                 fleet: vec![UpstreamUrl::http("127.0.0.1", 3000)],
                 ide: None,
                 dns_refresh: Duration::from_millis(5000),
-                max_idle_per_endpoint: 64,
+                max_idle_per_endpoint: DEFAULT_MAX_IDLE_PER_ENDPOINT,
                 ca_file: None,
                 client_auth: None,
             },

@@ -48,9 +48,6 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::keepalive::{self, KeepAlive, Reuse, POOL_IDLE};
-
-/// `upstreams.max_idle_per_endpoint` until the first snapshot sets it.
-const DEFAULT_MAX_IDLE: usize = 64;
 use super::tls::UpstreamTls;
 use super::upgrade::ClientUpgrade;
 use super::{Endpoint, InFlight, Pool, Upstream};
@@ -128,7 +125,7 @@ impl UpstreamClient {
         };
         UpstreamClient {
             keepalive: (0..workers.max(1))
-                .map(|_| Arc::new(KeepAlive::new(DEFAULT_MAX_IDLE)))
+                .map(|_| Arc::new(KeepAlive::new(crate::config::DEFAULT_MAX_IDLE_PER_ENDPOINT)))
                 .collect(),
             connector,
             connect_timeout_ms,
@@ -138,11 +135,19 @@ impl UpstreamClient {
     }
 
     /// Keep at most `max` idle plain connections per endpoint in each worker's pool
-    /// (`upstreams.max_idle_per_endpoint`; `https` pools take it when their client is
-    /// built, see [`TlsTarget`]).
+    /// (`upstreams.max_idle_per_endpoint`). `https` pools are hyper-util's, whose idle
+    /// connections close after [`POOL_IDLE`].
     pub fn set_max_idle(&self, max: usize) {
         for pool in self.keepalive.iter() {
             pool.set_max_idle(max);
+        }
+    }
+
+    /// [`KeepAlive::purge`] every worker's idle plain connections.
+    pub fn purge_idle(&self) {
+        let now = std::time::Instant::now();
+        for pool in self.keepalive.iter() {
+            pool.purge(now);
         }
     }
 
@@ -152,8 +157,7 @@ impl UpstreamClient {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The keep-alive client of an `https` pool's target (built on first use; it keeps
-    /// the target's `max_idle` per endpoint for each worker thread).
+    /// The keep-alive client of an `https` pool's target (built on first use).
     fn tls_client<'p>(&'p self, target: &'p TlsTarget) -> &'p Client<Connector, RequestBody> {
         target.client.get_or_init(|| {
             let connector = Connector {
@@ -165,7 +169,7 @@ impl UpstreamClient {
                 }),
                 ..self.connector.clone()
             };
-            build_client(connector, target.max_idle * self.keepalive.len())
+            build_client(connector)
         })
     }
 
@@ -402,14 +406,11 @@ impl UpstreamClient {
     }
 }
 
-/// `max_idle`: idle connections kept per endpoint, over all worker threads (the client's
-/// pool is shared by them).
-fn build_client(connector: Connector, max_idle: usize) -> Client<Connector, RequestBody> {
+fn build_client(connector: Connector) -> Client<Connector, RequestBody> {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(max_idle)
         .set_host(false)
         .retry_canceled_requests(true)
         .build(connector)
@@ -421,23 +422,15 @@ pub struct TlsTarget {
     /// The name certificates are checked against and sent as SNI: the pool's DNS name;
     /// `None`: each endpoint's IP address.
     pub name: Option<ServerName<'static>>,
-    /// `upstreams.max_idle_per_endpoint` when the target was made: hyper-util's client
-    /// takes it once, so a reload that changes it makes a new target (new connections).
-    pub max_idle: usize,
     /// The keep-alive client of this target, built on first use.
     client: OnceLock<Client<Connector, RequestBody>>,
 }
 
 impl TlsTarget {
-    pub fn new(
-        settings: Arc<UpstreamTls>,
-        name: Option<ServerName<'static>>,
-        max_idle: usize,
-    ) -> TlsTarget {
+    pub fn new(settings: Arc<UpstreamTls>, name: Option<ServerName<'static>>) -> TlsTarget {
         TlsTarget {
             settings,
             name,
-            max_idle,
             client: OnceLock::new(),
         }
     }
@@ -448,7 +441,6 @@ impl std::fmt::Debug for TlsTarget {
         f.debug_struct("TlsTarget")
             .field("settings", &self.settings)
             .field("name", &self.name)
-            .field("max_idle", &self.max_idle)
             .finish()
     }
 }

@@ -5,12 +5,14 @@
 //! A connection is taken out for one request and comes back when that request's response
 //! body has ended ([`Reuse`] travels with the response, inside the endpoint's in-flight
 //! count). Idle connections are kept per endpoint address (so a reload that keeps an
-//! endpoint keeps them), the most recently used handed out first, at most
-//! `upstreams.max_idle_per_endpoint` of them (a connection coming back beyond it closes
-//! the least recently used, as nginx's `keepalive N` does: a burst's connections do not
-//! stay open, each with its buffers, once it has passed), and closed once idle for
-//! [`POOL_IDLE`]: checked whenever the endpoint's list is used, so a list nobody uses
-//! again keeps its connections until the upstream closes them.
+//! endpoint keeps them), the most recently used handed out first. [`KeepAlive::purge`],
+//! called about every 100 ms, closes those idle for [`POOL_IDLE`] and, beyond
+//! `upstreams.max_idle_per_endpoint` per endpoint, those idle for [`PURGE_AFTER`], the
+//! least recently used first: a burst's connections do not stay open with their buffers
+//! once it has passed, while a swing of load within a second (an HTTP/2 client's streams
+//! arriving in waves) keeps the connections it will want again. A cap at the moment a
+//! connection comes back (nginx's `keepalive N`) closed and reopened connections at every
+//! such swing: measured in docs/performance.md.
 //!
 //! This replaces hyper-util's pooled client for plain endpoints: no pool key to hash, no
 //! lock shared between threads, no task spawned per request to wait for the connection to
@@ -32,6 +34,10 @@ use crate::body::RequestBody;
 
 /// Idle keep-alive connections to upstreams are closed after this long.
 pub const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Idle connections beyond `upstreams.max_idle_per_endpoint` are closed once idle this
+/// long (see the module docs).
+pub const PURGE_AFTER: Duration = Duration::from_secs(1);
 
 /// The sending side of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
@@ -97,8 +103,8 @@ impl KeepAlive {
         }
     }
 
-    /// Keep at most `max` idle connections per endpoint from now on (lists longer than
-    /// that shrink as their connections come back).
+    /// Keep at most `max` idle connections per endpoint from now on (longer lists shrink
+    /// at the next [`KeepAlive::purge`]s; `0`: a connection closes when its response ends).
     pub fn set_max_idle(&self, max: usize) {
         self.max_idle.store(max, Ordering::Relaxed);
     }
@@ -126,11 +132,10 @@ impl KeepAlive {
         None
     }
 
-    /// `conn` is idle again (its last response has ended). Beyond the most to keep, the
-    /// least recently used goes (dropping hyper's sending side ends its connection).
+    /// `conn` is idle again (its last response has ended). Dropped instead (which ends
+    /// the connection) when none is to be kept.
     fn put(&self, addr: SocketAddr, conn: Conn) {
-        let max = self.max_idle.load(Ordering::Relaxed);
-        if conn.is_closed() || max == 0 {
+        if conn.is_closed() || self.max_idle.load(Ordering::Relaxed) == 0 {
             return;
         }
         let now = Instant::now();
@@ -143,11 +148,28 @@ impl KeepAlive {
             }
         };
         expire(list, now);
-        if list.len() >= max {
-            let excess = list.len() + 1 - max;
-            list.drain(..excess);
-        }
         list.push(Idle { conn, since: now });
+    }
+
+    /// Close what should not stay idle any longer, as of `now`: connections the upstream
+    /// closed, those idle for [`POOL_IDLE`], and, beyond the most to keep per endpoint,
+    /// those idle for [`PURGE_AFTER`] (the least recently used first). Dropping hyper's
+    /// sending side ends its connection on its own worker thread.
+    pub fn purge(&self, now: Instant) {
+        let max = self.max_idle.load(Ordering::Relaxed);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, list) in idle.iter_mut() {
+            list.retain(|c| !c.conn.is_closed());
+            expire(list, now);
+            let excess = list.len().saturating_sub(max);
+            let stale = list[..excess]
+                .iter()
+                .take_while(|c| now.saturating_duration_since(c.since) >= PURGE_AFTER)
+                .count();
+            list.drain(..stale);
+        }
+        // Endpoints with nothing idle (gone in a reload, or quiet) keep no entry.
+        idle.retain(|(_, list)| !list.is_empty());
     }
 
     /// How many idle connections there are (closed ones included until next used).
@@ -296,8 +318,19 @@ mod tests {
         assert!(pool.take(other).is_none(), "kept per endpoint");
     }
 
+    /// Wait (at most 10 s) until the server has `n` connections open; how many it has.
+    async fn until_open(open: &AtomicUsize, n: usize) -> usize {
+        for _ in 0..1000 {
+            if open.load(Ordering::SeqCst) == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        open.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
-    async fn beyond_the_most_to_keep_the_least_recently_used_is_closed() {
+    async fn beyond_the_most_to_keep_the_least_recently_used_close_after_a_second() {
         let (addr, open) = counting_server().await;
         let pool = Arc::new(KeepAlive::new(2));
         let mut conns = Vec::new();
@@ -306,37 +339,43 @@ mod tests {
             get(&mut c).await;
             conns.push(c);
         }
-        assert_eq!(open.load(Ordering::SeqCst), 4);
         for c in conns {
             drop(Reuse::new(c, addr, pool.clone()));
         }
-        assert_eq!(pool.idle_count(), 2, "two kept");
-        // The two dropped are closed, at the upstream too (watchdog: 10 s).
-        for _ in 0..1000 {
-            if open.load(Ordering::SeqCst) == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(open.load(Ordering::SeqCst), 2);
+        // A swing of load: all four kept for now.
+        let back = Instant::now();
+        pool.purge(back);
+        assert_eq!(pool.idle_count(), 4);
+        pool.purge(back + PURGE_AFTER / 2);
+        assert_eq!(pool.idle_count(), 4, "not idle for long enough yet");
+        // A second later, the two least recently used are closed, at the upstream too.
+        pool.purge(back + PURGE_AFTER + Duration::from_millis(100));
+        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(until_open(&open, 2).await, 2);
         // The two kept work.
         let mut a = pool.take(addr).unwrap();
         let mut b = pool.take(addr).unwrap();
         get(&mut a).await;
         get(&mut b).await;
-
-        // Set to 0 (a reload), none is kept.
-        pool.set_max_idle(0);
         drop(Reuse::new(a, addr, pool.clone()));
         drop(Reuse::new(b, addr, pool.clone()));
+        assert_eq!(pool.idle_count(), 2);
+        // Idle for `POOL_IDLE`, every one goes.
+        pool.purge(Instant::now() + POOL_IDLE + Duration::from_secs(1));
         assert_eq!(pool.idle_count(), 0);
-        for _ in 0..1000 {
-            if open.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(open.load(Ordering::SeqCst), 0);
+        assert_eq!(until_open(&open, 0).await, 0);
+    }
+
+    #[tokio::test]
+    async fn with_none_to_keep_a_connection_closes_when_its_response_ends() {
+        let (addr, open) = counting_server().await;
+        let pool = Arc::new(KeepAlive::new(64));
+        pool.set_max_idle(0);
+        let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+        get(&mut c).await;
+        drop(Reuse::new(c, addr, pool.clone()));
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(until_open(&open, 0).await, 0);
     }
 
     #[tokio::test]

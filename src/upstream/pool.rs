@@ -167,17 +167,15 @@ impl Pool {
     /// same upstream. `tls`: the snapshot's upstream TLS settings (required when `urls`
     /// are `https`). Unchanged URLs and TLS target keep the old pool itself (its resolved
     /// endpoints included); otherwise every address that stays keeps its [`Endpoint`].
-    /// DNS names of a new pool are resolved before it is returned. `max_idle`:
-    /// `upstreams.max_idle_per_endpoint`, which an `https` pool's client keeps.
+    /// DNS names of a new pool are resolved before it is returned.
     pub async fn adopt(
         upstream: Upstream,
         urls: Vec<UpstreamUrl>,
         tls: Option<&Arc<UpstreamTls>>,
-        max_idle: usize,
         previous: Option<&Arc<Pool>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Pool> {
-        let target = Pool::tls_target(&urls, tls, max_idle, previous);
+        let target = Pool::tls_target(&urls, tls, previous);
         let same_target = |p: &Arc<Pool>| match (&p.tls, &target) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -209,12 +207,10 @@ impl Pool {
     }
 
     /// The TLS target of an `https` pool for `urls`: the previous pool's when it has the
-    /// same settings, checks the same name and keeps as many idle connections, else a new
-    /// one (new connections).
+    /// same settings and checks the same name, else a new one (new connections).
     fn tls_target(
         urls: &[UpstreamUrl],
         tls: Option<&Arc<UpstreamTls>>,
-        max_idle: usize,
         previous: Option<&Arc<Pool>>,
     ) -> Option<Arc<TlsTarget>> {
         if !urls.iter().any(|u| u.tls) {
@@ -227,12 +223,12 @@ impl Pool {
             .iter()
             .find(|u| u.ip().is_none())
             .and_then(|u| rustls::pki_types::ServerName::try_from(u.host.clone()).ok());
-        let kept = previous.and_then(|p| p.tls.as_ref()).filter(|t| {
-            Arc::ptr_eq(&t.settings, settings) && t.name == name && t.max_idle == max_idle
-        });
+        let kept = previous
+            .and_then(|p| p.tls.as_ref())
+            .filter(|t| Arc::ptr_eq(&t.settings, settings) && t.name == name);
         Some(match kept {
             Some(t) => t.clone(),
-            None => Arc::new(TlsTarget::new(settings.clone(), name, max_idle)),
+            None => Arc::new(TlsTarget::new(settings.clone(), name)),
         })
     }
 
@@ -416,7 +412,6 @@ mod tests {
             Upstream::Fleet,
             old.urls.clone(),
             None,
-            64,
             Some(&old),
             metrics.clone(),
         )
@@ -428,7 +423,7 @@ mod tests {
         old.eject(&old.endpoints()[0]);
         let mut urls = old.urls.clone();
         urls.push(UpstreamUrl::http("127.0.0.1", 2000));
-        let grown = Pool::adopt(Upstream::Fleet, urls, None, 64, Some(&old), metrics.clone()).await;
+        let grown = Pool::adopt(Upstream::Fleet, urls, None, Some(&old), metrics.clone()).await;
         let eps = grown.endpoints();
         assert_eq!(eps.len(), 3);
         let kept = eps.iter().find(|e| e.addr == kept_addr).unwrap();
@@ -444,7 +439,6 @@ mod tests {
             Upstream::Fleet,
             vec![old.urls[1].clone()],
             None,
-            64,
             Some(&old),
             metrics,
         )
