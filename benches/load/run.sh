@@ -133,13 +133,17 @@ TINY=$TARGET_DIR/release/examples/tiny_upstream
 
 build() {
     if have cargo; then
-        note "building: cargo build --release --bin fleetgate --example $*"
-        local args=(--release --bin fleetgate)
+        # Two invocations: examples turn on the dev-dependencies' features (tokio's
+        # test-util), and in one invocation with them the fleetgate binary would be built
+        # with those too. Built alone, it is the binary `cargo build --release` ships.
+        note "building: cargo build --release --bin fleetgate; cargo build --release --example $*"
+        local args=(--release)
         local ex
         for ex in "$@"; do args+=(--example "$ex"); done
-        (cd "$ROOT" && cargo build --locked --quiet "${args[@]}") || die "cargo build failed"
+        (cd "$ROOT" && cargo build --locked --quiet --release --bin fleetgate \
+            && cargo build --locked --quiet "${args[@]}") || die "cargo build failed"
     fi
-    [[ -x $FLEETGATE ]] || die "$FLEETGATE is missing: cargo build --release --examples --bin fleetgate"
+    [[ -x $FLEETGATE ]] || die "$FLEETGATE is missing: cargo build --release --bin fleetgate"
 }
 
 # fleetgate's configuration: role serve, the shipped routes/, one fleet upstream,
