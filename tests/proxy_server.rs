@@ -128,6 +128,52 @@ async fn max_connections_bounds_the_connections_served() {
     setup.shutdown().await;
 }
 
+/// A burst opens an upstream connection for each of its concurrent requests; once idle
+/// for a second, those beyond `upstreams.max_idle_per_endpoint` are closed, and the ones
+/// kept serve the next requests.
+#[tokio::test]
+async fn idle_upstream_connections_beyond_the_bound_are_closed() {
+    let setup = Setup::role(Role::Serve)
+        .config(|c| {
+            c.upstreams.max_idle_per_endpoint = 2;
+            c.runtime.workers = 1;
+        })
+        .start()
+        .await;
+    let url = setup.url("/threads/sleep/300");
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for answer in burst {
+        assert_eq!(answer.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        setup.fleet.open_connections(),
+        6,
+        "one a concurrent request"
+    );
+    // Watchdog: 10 s (the purge comes a second after the burst).
+    for _ in 0..1000 {
+        if setup.fleet.open_connections() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(setup.fleet.open_connections(), 2);
+    for _ in 0..3 {
+        assert_eq!(get(&setup.url("/threads")).await.status, 200);
+    }
+    assert_eq!(
+        setup.fleet.open_connections(),
+        2,
+        "the kept ones were reused"
+    );
+    setup.shutdown().await;
+}
+
 /// `connections` keep-alive clients each make `rounds` requests at once; all are answered.
 async fn many_connections_are_served(setup: &Setup, connections: usize, rounds: usize) {
     let tasks: Vec<_> = (0..connections)

@@ -135,6 +135,8 @@ pub struct UpstreamState {
     pub client_received: Arc<AtomicU64>,
     /// Largest `sent - client_received` seen while producing `/download`.
     pub max_gap: AtomicU64,
+    /// Connections open now (accepted, not yet closed).
+    pub open: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -149,6 +151,11 @@ impl Upstream {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many connections to this upstream are open now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
     }
 }
 
@@ -173,6 +180,7 @@ pub async fn upstream(name: &'static str) -> Upstream {
         sent: AtomicU64::new(0),
         client_received: Arc::new(AtomicU64::new(0)),
         max_gap: AtomicU64::new(0),
+        open: AtomicUsize::new(0),
     });
     let st = state.clone();
     tokio::spawn(async move {
@@ -181,7 +189,9 @@ pub async fn upstream(name: &'static str) -> Upstream {
                 return;
             };
             let st = st.clone();
+            st.open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
+                let conn = st.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let st = st.clone();
                     handle(st, req)
@@ -189,6 +199,7 @@ pub async fn upstream(name: &'static str) -> Upstream {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                     .await;
+                conn.open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
