@@ -428,6 +428,8 @@ async fn sigterm_shuts_down_when_stderr_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_curl_and_exits_0_on_sigterm() {
+    // (`mut` for the jemalloc check below, which kills the child when it fails.)
+    #[cfg_attr(not(all(target_os = "linux", feature = "jemalloc")), allow(unused_mut))]
     let mut serving = start_serve().await;
     let listen = serving.listen;
 
