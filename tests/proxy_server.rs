@@ -140,29 +140,32 @@ async fn idle_upstream_connections_beyond_the_bound_are_closed() {
         })
         .start()
         .await;
-    let url = setup.url("/threads/sleep/300");
+    // Six requests held at the upstream at once: six upstream connections.
+    let url = setup.url("/threads/hold");
     let burst: Vec<_> = (0..6)
         .map(|_| {
             let url = url.clone();
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
-    for answer in burst {
-        assert_eq!(answer.await.unwrap().status, 200);
-    }
     assert_eq!(
-        setup.fleet.open_connections(),
+        until_open(&setup.fleet, 6).await,
         6,
         "one a concurrent request"
     );
-    // Watchdog: 10 s (the purge comes a second after the burst).
+    // Released (watchdog: 10 s; a handler may not wait yet when first told).
     for _ in 0..1000 {
-        if setup.fleet.open_connections() == 2 {
+        if burst.iter().all(|t| t.is_finished()) {
             break;
         }
+        setup.fleet.state.release.notify_waiters();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(setup.fleet.open_connections(), 2);
+    for answer in burst {
+        assert_eq!(answer.await.unwrap().status, 200);
+    }
+    // A second after the burst, the bound leaves two.
+    assert_eq!(until_open(&setup.fleet, 2).await, 2);
     for _ in 0..3 {
         assert_eq!(get(&setup.url("/threads")).await.status, 200);
     }
@@ -172,6 +175,17 @@ async fn idle_upstream_connections_beyond_the_bound_are_closed() {
         "the kept ones were reused"
     );
     setup.shutdown().await;
+}
+
+/// Wait (at most 10 s) until `upstream` has `n` connections open; how many it has.
+async fn until_open(upstream: &Upstream, n: usize) -> usize {
+    for _ in 0..1000 {
+        if upstream.open_connections() == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    upstream.open_connections()
 }
 
 /// `connections` keep-alive clients each make `rounds` requests at once; all are answered.

@@ -339,17 +339,19 @@ mod tests {
             get(&mut c).await;
             conns.push(c);
         }
+        // Every `since` falls between `before` and `after`, however long the drops take.
+        let before = Instant::now();
         for c in conns {
             drop(Reuse::new(c, addr, pool.clone()));
         }
+        let after = Instant::now();
         // A swing of load: all four kept for now.
-        let back = Instant::now();
-        pool.purge(back);
+        pool.purge(before);
         assert_eq!(pool.idle_count(), 4);
-        pool.purge(back + PURGE_AFTER / 2);
+        pool.purge(before + PURGE_AFTER - Duration::from_millis(1));
         assert_eq!(pool.idle_count(), 4, "not idle for long enough yet");
         // A second later, the two least recently used are closed, at the upstream too.
-        pool.purge(back + PURGE_AFTER + Duration::from_millis(100));
+        pool.purge(after + PURGE_AFTER);
         assert_eq!(pool.idle_count(), 2);
         assert_eq!(until_open(&open, 2).await, 2);
         // The two kept work.
